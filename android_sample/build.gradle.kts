@@ -1,0 +1,6 @@
+// Versions are the ones this sample was written against; Android Studio may offer newer ones.
+plugins {
+    id("com.android.application") version "8.7.3" apply false
+    id("org.jetbrains.kotlin.android") version "2.1.0" apply false
+    id("org.jetbrains.kotlin.jvm") version "2.1.0" apply false
+}

@@ -1,0 +1,1 @@
+"""Checkpoint -> export -> quantize -> NPU compile -> bundle. Never imports sdk_tools or on_device."""

@@ -1,0 +1,202 @@
+"""litert-torch `export_hf` for Gemma 4, split so that one float export serves many recipes.
+
+`export_float` runs the text prefill/decode, per-layer-embedder and tokenizer export tasks once;
+`quantize_artifacts` applies a recipe to every exported TFLite model; `package` writes the
+`.litertlm` with litert-torch's own LiteRT-LM packager. `export_reference` calls the public
+`export()` in one go (the benchmark's peer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import os
+import sys
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from converters.recipes import Recipe
+
+# transformers 5.24 refuses the default experts implementation during export.
+MOE_EXPORTS_IMPLEMENTATION = "eager"
+
+
+@dataclass
+class ExportOptions:
+    prefill_lengths: list[int]
+    cache_length: int
+    sliding_window_ring_buffer_size: int | None = None
+    export_vision_encoder: bool = False
+    export_audio_encoder: bool = False
+    use_v2: bool = False
+    delete_in_memory_params: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(
+            prefill_lengths=list(self.prefill_lengths),
+            cache_length=self.cache_length,
+            moe_exports_implementation=MOE_EXPORTS_IMPLEMENTATION,
+            bundle_litert_lm=True,
+        )
+        if self.sliding_window_ring_buffer_size:
+            kw["sliding_window_ring_buffer_size"] = self.sliding_window_ring_buffer_size
+        if self.export_vision_encoder:
+            kw["export_vision_encoder"] = True
+        if self.export_audio_encoder:
+            kw["export_audio_encoder"] = True
+        if self.use_v2:
+            kw["use_v2"] = True
+            kw["delete_in_memory_params"] = self.delete_in_memory_params
+        return kw
+
+
+@contextlib.contextmanager
+def captured_output(log_path: Path) -> Iterator[None]:
+    """Send everything written to fd 1 and 2 (Python, TF, absl, C++) to a log file.
+
+    Keeps stdout clean for --json and the terminal free of third-party noise; the log is kept in
+    the work dir and its tail is shown when a step fails.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def log_tail(log_path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def _quiet_litert_torch() -> None:
+    from litert_torch import _config
+
+    _config.config.show_progress = False
+
+
+@dataclass
+class FloatExport:
+    source: Any  # litert-torch SourceModelArtifacts
+    config: Any  # ExportableModuleConfig
+    artifacts: Any  # ExportedModelArtifacts (float TFLite paths)
+
+
+def export_float(checkpoint: Path, work_dir: Path, opts: ExportOptions) -> FloatExport:
+    """Load the checkpoint and export float TFLite models + tokenizer into work_dir."""
+    _quiet_litert_torch()
+    from litert_torch.generative.export_hf import export_utils
+    from litert_torch.generative.export_hf.core import export_lib, exportable_module, exportable_module_config
+
+    valid = {f.name for f in dataclasses.fields(exportable_module.ExportableModuleConfig)}
+    kw = opts.kwargs()
+    config_args = {k: v for k, v in kw.items() if k in valid}
+    extra = {k: v for k, v in kw.items() if k not in valid}
+    config = exportable_module.ExportableModuleConfig(
+        model=str(checkpoint), output_dir=str(work_dir), work_dir=str(work_dir),
+        task=exportable_module_config.ExportTask.TEXT_GENERATION,
+        extra_kwargs=extra, **config_args,
+    )
+    export_utils.validate_pipeline_config(config)
+    source = export_lib.load_model(str(checkpoint), config, task=config.task)
+    config = export_lib.update_export_config(config, source)
+    artifacts = export_lib.ExportedModelArtifacts()
+    tasks = []
+    if config.externalize_embedder:
+        tasks.append(export_lib.export_embedder_model)
+    tasks.append(export_lib.export_text_prefill_decode_model)
+    tasks.append(export_lib.export_additional_models)
+    if config.export_vision_encoder:
+        tasks.append(export_lib.export_vision_encoder_models)
+    if config.export_audio_encoder:
+        tasks.append(export_lib.export_audio_encoder_models_for_llm)
+    tasks.append(export_lib.export_tokenizer)
+    for t in tasks:
+        artifacts = t(source, config, artifacts)
+    return FloatExport(source=source, config=config, artifacts=artifacts)
+
+
+_QUANTIZED_FIELDS = ("prefill_decode_model_path", "embedder_model_path")
+
+
+def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
+    """A copy of the float artifacts with every LLM TFLite model quantized by `recipe`."""
+    if recipe.is_float:
+        return fx.artifacts
+    from ai_edge_quantizer import quantizer as quantizer_lib
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def q(path: str) -> str:
+        out = work_dir / (Path(path).stem + f"_{recipe.name}.tflite")
+        qt = quantizer_lib.Quantizer(path)
+        qt.load_quantization_recipe(recipe.quantizer_config())
+        qt.quantize().export_model(str(out), overwrite=True)
+        return str(out)
+
+    changes: dict[str, Any] = {}
+    for f in _QUANTIZED_FIELDS:
+        p = getattr(fx.artifacts, f)
+        if p:
+            changes[f] = q(p)
+    if fx.artifacts.additional_model_paths:
+        changes["additional_model_paths"] = {
+            k: q(v) for k, v in fx.artifacts.additional_model_paths.items()
+        }
+    return dataclasses.replace(fx.artifacts, **changes)
+
+
+def package(fx: FloatExport, artifacts: Any, out_dir: Path) -> Path:
+    """Write out_dir/model.litertlm from (possibly quantized) artifacts."""
+    from litert_torch.generative.export_hf.core import litert_lm_builder
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(fx.config, output_dir=str(out_dir))
+    res = litert_lm_builder.package_model(fx.source, cfg, artifacts)
+    return Path(res.litert_lm_model_path)
+
+
+def export_reference(checkpoint: Path, out_dir: Path, opts: ExportOptions, recipe: Recipe) -> Path:
+    """The public litert-torch export() in one call: what a user would run by hand."""
+    _quiet_litert_torch()
+    from litert_torch.generative.export_hf import export as export_mod
+
+    kw = opts.kwargs()
+    if not recipe.is_float:
+        if recipe.quantizer_recipe is None:
+            raise ValueError(f"recipe {recipe.name} has no litert-torch name")
+        kw["quantization_recipe"] = recipe.quantizer_recipe
+    export_mod.export(model=str(checkpoint), output_dir=str(out_dir), **kw)
+    return out_dir / "model.litertlm"
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("gemma4-mobile", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "litert-lm-api",
+                 "litert-lm-builder", "transformers", "torch", "tensorflow-cpu"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    out["python"] = sys.version.split()[0]
+    return out
+
+

@@ -1,0 +1,200 @@
+"""`convert`: checkpoint -> one bundle per recipe (export once, quantize per recipe, package,
+optional NPU AOT), each written to a temporary directory and renamed into place when complete."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converters.bundle import MAIN_MODEL, is_bundle, litertlm_sections, write_manifest
+from converters.checkpoint import CheckpointInfo, checkpoint_hash, inspect_checkpoint
+from converters.export import (ExportOptions, captured_output, export_float, log_tail, package,
+                               quantize_artifacts, tool_versions)
+from converters.recipes import Recipe, parse_recipes
+from gemma4_common.errors import UserError
+from gemma4_common.fsutil import atomic_dir
+from gemma4_common.progress import Progress
+
+
+@dataclass
+class ConvertRequest:
+    checkpoint: Path
+    out_dir: Path
+    recipes: list[str] = field(default_factory=lambda: ["dynamic_wi8_afp32"])
+    prefill_lengths: list[int] = field(default_factory=lambda: [128])
+    cache_length: int = 1024
+    force: bool = False
+    npu_targets: list[str] = field(default_factory=list)  # "qualcomm:SM8650"
+    npu_config: Path | None = None
+    sliding_window_ring_buffer_size: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class ConvertResult:
+    checkpoint: CheckpointInfo
+    bundles: list[Path]
+    manifests: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+def bundle_paths(req: ConvertRequest, recipes: list[Recipe]) -> list[Path]:
+    """One recipe: OUT_DIR is the bundle. Several: OUT_DIR/<recipe> for each."""
+    if len(recipes) == 1:
+        return [req.out_dir]
+    return [req.out_dir / r.name for r in recipes]
+
+
+def _check_out_dir(req: ConvertRequest, targets: list[Path]) -> None:
+    out = req.out_dir
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is a file", "choose another -o directory")
+    if req.force:
+        return
+    if len(targets) == 1:
+        if out.exists() and any(out.iterdir()) and not is_bundle(out):
+            raise UserError(f"output directory {out} exists and is not a bundle",
+                            "choose another -o directory, or pass --force to replace it")
+    elif out.exists():
+        for child in out.iterdir():
+            if child.name.startswith("."):
+                continue
+            if not (child.is_dir() and is_bundle(child)):
+                raise UserError(f"output directory {out} holds {child.name}, which is not a bundle",
+                                "choose another -o directory, or pass --force")
+
+
+def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
+    info = inspect_checkpoint(req.checkpoint)
+    recipes = parse_recipes(req.recipes)
+    if not req.prefill_lengths or any(p <= 0 for p in req.prefill_lengths):
+        raise UserError("prefill lengths must be positive integers", "pass e.g. --prefill 128")
+    if req.cache_length <= 0:
+        raise UserError("cache length must be a positive integer", "pass e.g. --cache-length 1024")
+    too_long = [p for p in req.prefill_lengths if p > req.cache_length]
+    if too_long:
+        raise UserError(f"prefill length {too_long[0]} is larger than the cache length {req.cache_length}",
+                        "use a prefill length <= --cache-length, or a longer cache")
+    return info, recipes
+
+
+def _disk_error(e: OSError, where: Path) -> UserError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"disk full while writing {where}", "free space or choose another -o directory")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot write {where} ({e.strerror})", "choose a writable -o directory")
+    return UserError(f"write failed under {where} ({e.strerror or e})", "check the disk and the -o directory")
+
+
+def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
+    progress = progress or Progress()
+    with progress.step("validate checkpoint"):
+        info, recipes = _validate(req)
+        targets = bundle_paths(req, recipes)
+        _check_out_dir(req, targets)
+        npu_specs = _parse_npu(req.npu_targets)
+        src_hash = checkpoint_hash(req.checkpoint)
+    progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
+                  f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
+    parent = req.out_dir.parent if len(targets) == 1 else req.out_dir
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".g4m-convert-", dir=parent))
+    except OSError as e:
+        raise _disk_error(e, req.out_dir) from None
+    log = work / "export.log"
+    opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=req.cache_length,
+                         sliding_window_ring_buffer_size=req.sliding_window_ring_buffer_size)
+    bundles: list[Path] = []
+    manifests: list[dict[str, Any]] = []
+    try:
+        with progress.step("export float model (litert-torch)"):
+            try:
+                with captured_output(log):
+                    fx = export_float(req.checkpoint, work / "float", opts)
+            except OSError as e:
+                raise _disk_error(e, work) from None
+            except Exception as e:
+                raise UserError(f"litert-torch export failed: {type(e).__name__}: {e}".split("\n")[0][:400],
+                                f"see the export log lines: {log_tail(log)}") from None
+        versions = tool_versions()
+        for recipe, final in zip(recipes, targets):
+            try:
+                with atomic_dir(final, replace=True) as tmp:
+                    with progress.step(f"quantize {recipe.name}"):
+                        with captured_output(log):
+                            arts = quantize_artifacts(fx, recipe, work / recipe.name)
+                    with progress.step(f"package {recipe.name}"):
+                        with captured_output(log):
+                            model = package(fx, arts, tmp)
+                        if model.name != MAIN_MODEL:
+                            model.rename(tmp / MAIN_MODEL)
+                    npu_entries = []
+                    if npu_specs:
+                        with progress.step(f"NPU compile {recipe.name}"):
+                            npu_entries = _compile_npu(tmp / MAIN_MODEL, npu_specs, tmp, req.npu_config)
+                    sections = litertlm_sections(tmp / MAIN_MODEL)
+                    manifest = write_manifest(tmp, {
+                        "name": req.name or f"{req.checkpoint.resolve().name}-{recipe.name}",
+                        "variant": info.variant,
+                        "model_type": info.model_type,
+                        "recipe": {"name": recipe.name, "description": recipe.description,
+                                   "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits},
+                        "source": {"path": str(req.checkpoint.resolve()), "sha256": src_hash,
+                                   "num_parameters": info.num_parameters},
+                        "export": {"prefill_lengths": req.prefill_lengths, "cache_length": req.cache_length,
+                                   "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size},
+                        "text_config": info.summary()["shape"],
+                        "sections": [{k: s[k] for k in ("data_type", "model_type", "size")}
+                                     for s in sections["sections"]],
+                        "npu": {"targets": npu_entries},
+                        "tool_versions": versions,
+                    })
+            except OSError as e:
+                raise _disk_error(e, final) from None
+            bundles.append(final)
+            manifests.append(manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ConvertResult(checkpoint=info, bundles=bundles, manifests=manifests, timings=dict(progress.timings))
+
+
+def _parse_npu(specs: list[str]) -> list[Any]:
+    if not specs:
+        return []
+    from converters.npu.catalog import get_soc
+
+    out = []
+    for item in specs:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            vendor, sep, soc = part.partition(":")
+            if not sep or not soc:
+                raise UserError(f"NPU target {part!r} is not VENDOR:SOC",
+                                "pass e.g. --npu qualcomm:SM8650,mediatek:MT6991")
+            out.append(get_soc(vendor.strip().lower(), soc.strip().upper()))
+    return out
+
+
+def _compile_npu(model: Path, socs: list[Any], bundle_tmp: Path, config_file: Path | None) -> list[dict[str, Any]]:
+    from converters.npu import aot, configs
+
+    cfgs = {}
+    for soc in socs:
+        cfgs[(soc.vendor, soc.model)] = (configs.load_config_file(config_file, soc) if config_file
+                                         else configs.default_config(soc))
+    results = aot.compile_for_targets(model, socs, bundle_tmp, cfgs)
+    entries = []
+    for r in results:
+        entries.append({
+            "vendor": r.vendor, "soc": r.soc, "status": r.status, "message": r.message,
+            "model": r.output.relative_to(bundle_tmp).as_posix() if r.output else None,
+            "config": f"npu/{r.vendor}_{r.soc}/config.json",
+        })
+    return entries

@@ -1,0 +1,7 @@
+"""The reference emulator: a virtual Android device speaking ADB on a loopback port, with a
+sandboxed filesystem, a device profile and the device-side runner contract."""
+
+from .profiles import DeviceProfile, list_profiles, load_profile
+from .server import FEATURES, EmulatorConfig, EmulatorServer
+
+__all__ = ["DeviceProfile", "EmulatorConfig", "EmulatorServer", "FEATURES", "list_profiles", "load_profile"]

@@ -1,0 +1,25 @@
+"""What the emulator hands to the device-side runner when the shell executes a runner file."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .profiles import DeviceProfile
+
+
+@dataclass
+class RunnerContext:
+    """The runner's view of the phone: sandboxed paths, its output streams, the device profile,
+    the environment of the command line (e.g. LD_LIBRARY_PATH=... prefixes) and the working dir."""
+
+    resolve: Callable[[str], Path]  # device path -> host path inside the sandbox; raises on escape
+    stdout: Callable[[bytes], None]
+    stderr: Callable[[bytes], None]
+    profile: DeviceProfile
+    env: dict[str, str]
+    cwd: str
+    # Set when the client went away (stream closed); a long runner may stop early.
+    cancelled: threading.Event = field(default_factory=threading.Event)

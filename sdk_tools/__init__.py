@@ -1,0 +1,1 @@
+"""Host tooling: the `gemma4-mobile` CLI and host-side device work (ADB, deploy, bench, reports)."""
