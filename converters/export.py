@@ -40,6 +40,11 @@ class ExportOptions:
             cache_length=self.cache_length,
             moe_exports_implementation=MOE_EXPORTS_IMPLEMENTATION,
             bundle_litert_lm=True,
+            # litert-torch quantizes to int8 by default; we export float once and apply each
+            # recipe ourselves (quantize_artifacts).
+            quantization_recipe="none",
+            vision_encoder_quantization_recipe="none",
+            audio_encoder_quantization_recipe="none",
         )
         if self.sliding_window_ring_buffer_size:
             kw["sliding_window_ring_buffer_size"] = self.sliding_window_ring_buffer_size
@@ -132,7 +137,8 @@ def export_float(checkpoint: Path, work_dir: Path, opts: ExportOptions) -> Float
     return FloatExport(source=source, config=config, artifacts=artifacts)
 
 
-_QUANTIZED_FIELDS = ("prefill_decode_model_path", "embedder_model_path")
+_QUANTIZED_FIELDS = {"prefill_decode_model_path": "tf_lite_prefill_decode",
+                     "embedder_model_path": "tf_lite_embedder"}
 
 
 def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
@@ -143,21 +149,27 @@ def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
 
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    def q(path: str) -> str:
+    config = recipe.quantizer_config()
+
+    def q(path: str, section: str) -> str:
+        # Section-keyed recipes (e.g. gemma4_mixed48) give each model of the bundle its own config.
+        cfg = config.get(section) if isinstance(config, dict) else config
+        if not cfg:
+            return path
         out = work_dir / (Path(path).stem + f"_{recipe.name}.tflite")
         qt = quantizer_lib.Quantizer(path)
-        qt.load_quantization_recipe(recipe.quantizer_config())
+        qt.load_quantization_recipe(cfg)
         qt.quantize().export_model(str(out), overwrite=True)
         return str(out)
 
     changes: dict[str, Any] = {}
-    for f in _QUANTIZED_FIELDS:
+    for f, section in _QUANTIZED_FIELDS.items():
         p = getattr(fx.artifacts, f)
         if p:
-            changes[f] = q(p)
+            changes[f] = q(p, section)
     if fx.artifacts.additional_model_paths:
         changes["additional_model_paths"] = {
-            k: q(v) for k, v in fx.artifacts.additional_model_paths.items()
+            k: q(v, f"tf_lite_{k}") for k, v in fx.artifacts.additional_model_paths.items()
         }
     return dataclasses.replace(fx.artifacts, **changes)
 
@@ -168,7 +180,16 @@ def package(fx: FloatExport, artifacts: Any, out_dir: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(fx.config, output_dir=str(out_dir))
-    res = litert_lm_builder.package_model(fx.source, cfg, artifacts)
+    # The packager adds punctuation-prefixed copies of every stop string ('.<turn|>', '}<turn|>')
+    # for tokenizers that merge them; LiteRT-LM then drops the matched pair, losing the final '.'
+    # or '}' of an answer. Gemma 4's stop markers are special tokens that never merge, so only the
+    # markers themselves are written.
+    saved = litert_lm_builder._STOP_TOKEN_PREFIXES
+    litert_lm_builder._STOP_TOKEN_PREFIXES = []
+    try:
+        res = litert_lm_builder.package_model(fx.source, cfg, artifacts)
+    finally:
+        litert_lm_builder._STOP_TOKEN_PREFIXES = saved
     return Path(res.litert_lm_model_path)
 
 

@@ -3,12 +3,13 @@ optional NPU AOT), each written to a temporary directory and renamed into place 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from converters.bundle import MAIN_MODEL, is_bundle, litertlm_sections, write_manifest
 from converters.checkpoint import CheckpointInfo, checkpoint_hash, inspect_checkpoint
@@ -83,11 +84,26 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
 
 
 def _disk_error(e: OSError, where: Path) -> UserError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return UserError(f"disk full while writing {where}", "free space or choose another -o directory")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(f"cannot write {where} ({e.strerror})", "choose a writable -o directory")
     return UserError(f"write failed under {where} ({e.strerror or e})", "check the disk and the -o directory")
+
+
+@contextlib.contextmanager
+def _third_party_step(what: str, log: Path) -> Iterator[None]:
+    """Run a litert-torch / quantizer step with its output in the log; its failures become one line."""
+    try:
+        with captured_output(log):
+            yield
+    except (UserError, KeyboardInterrupt):
+        raise
+    except OSError as e:
+        raise _disk_error(e, log.parent) from None
+    except Exception as e:
+        first = f"{type(e).__name__}: {e}".split("\n")[0][:300]
+        raise UserError(f"{what} failed ({first})", f"last log lines: {log_tail(log)}") from None
 
 
 def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
@@ -113,23 +129,17 @@ def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertRes
     manifests: list[dict[str, Any]] = []
     try:
         with progress.step("export float model (litert-torch)"):
-            try:
-                with captured_output(log):
-                    fx = export_float(req.checkpoint, work / "float", opts)
-            except OSError as e:
-                raise _disk_error(e, work) from None
-            except Exception as e:
-                raise UserError(f"litert-torch export failed: {type(e).__name__}: {e}".split("\n")[0][:400],
-                                f"see the export log lines: {log_tail(log)}") from None
+            with _third_party_step("litert-torch export", log):
+                fx = export_float(req.checkpoint, work / "float", opts)
         versions = tool_versions()
         for recipe, final in zip(recipes, targets):
             try:
                 with atomic_dir(final, replace=True) as tmp:
                     with progress.step(f"quantize {recipe.name}"):
-                        with captured_output(log):
+                        with _third_party_step(f"quantizing with {recipe.name}", log):
                             arts = quantize_artifacts(fx, recipe, work / recipe.name)
                     with progress.step(f"package {recipe.name}"):
-                        with captured_output(log):
+                        with _third_party_step("packaging the .litertlm", log):
                             model = package(fx, arts, tmp)
                         if model.name != MAIN_MODEL:
                             model.rename(tmp / MAIN_MODEL)

@@ -9,7 +9,11 @@ Command line (flags as `litert_lm_main` takes them):
          [--input_prompt=TEXT] [--max_num_tokens=N]
          [--benchmark --benchmark_prefill_tokens=N --benchmark_decode_tokens=N]
          [--report_peak_memory_footprint] [--litert_dispatch_lib_dir=DIR]
-         [--num_cpu_threads=N] [--sampler=greedy] [--seed=N]
+         [--num_cpu_threads=N] [--seed=N]
+  Extensions (emulator runner and builds of litert_lm_main that have them; the agent loop needs
+  them to send an already-rendered Gemma 4 prompt):
+         [--apply_prompt_template=true|false] [--max_output_tokens=N]
+  Sampling is greedy (top_k=1), so that device and reference outputs can be compared.
 
 Output lines that the host reads (stdout):
   `Time to first token: S s`              ("BenchmarkInfo" block, with --benchmark)
@@ -65,6 +69,8 @@ class RunnerInvocation:
     num_threads: int | None = None
     max_num_tokens: int | None = None
     seed: int | None = None
+    apply_prompt_template: bool = True
+    max_output_tokens: int | None = None
 
     def flags(self) -> list[str]:
         if self.backend not in BACKENDS:
@@ -88,6 +94,10 @@ class RunnerInvocation:
             f.append(f"--num_cpu_threads={self.num_threads}")
         if self.seed is not None:
             f.append(f"--seed={self.seed}")
+        if not self.apply_prompt_template:
+            f.append("--apply_prompt_template=false")
+        if self.max_output_tokens is not None:
+            f.append(f"--max_output_tokens={self.max_output_tokens}")
         return f
 
 
@@ -105,7 +115,8 @@ def parse_flags(argv: list[str]) -> RunnerInvocation:
         vals[k] = v if eq else True
     known = {"backend", "model_path", "input_prompt", "max_num_tokens", "benchmark",
              "benchmark_prefill_tokens", "benchmark_decode_tokens", "report_peak_memory_footprint",
-             "litert_dispatch_lib_dir", "num_cpu_threads", "seed", "sampler"}
+             "litert_dispatch_lib_dir", "num_cpu_threads", "seed", "apply_prompt_template",
+             "max_output_tokens"}
     unknown = sorted(set(vals) - known)
     if unknown:
         raise ValueError(f"unknown flag --{unknown[0]}")
@@ -120,6 +131,9 @@ def parse_flags(argv: list[str]) -> RunnerInvocation:
         except ValueError:
             raise ValueError(f"--{k} takes an integer") from None
 
+    apt = str(vals.get("apply_prompt_template", "true")).lower()
+    if apt not in ("true", "false", "1", "0"):
+        raise ValueError("--apply_prompt_template takes true or false")
     backend = str(vals.get("backend", "cpu"))
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}")
@@ -135,6 +149,8 @@ def parse_flags(argv: list[str]) -> RunnerInvocation:
         num_threads=_int("num_cpu_threads"),
         max_num_tokens=_int("max_num_tokens"),
         seed=_int("seed"),
+        apply_prompt_template=apt in ("true", "1"),
+        max_output_tokens=_int("max_output_tokens"),
     )
 
 

@@ -124,5 +124,24 @@ def profiles(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
                    f"ram={p.ram_bytes / 2**30:.0f}GiB npu={p.npu or '-':<9} {p.description}")
 
 
+@emulator_app.command("runner")
+def runner(
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (pass it to push/bench --runner)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Write the reference emulator's runner file (what it executes in place of litert_lm_main)."""
+    import os
+
+    from gemma4_common.fsutil import atomic_write_bytes
+    from on_device.runner_contract import emulator_runner_bytes
+
+    atomic_write_bytes(output, emulator_runner_bytes())
+    os.chmod(output, 0o755)
+    if as_json:
+        emit_json({"runner": str(output)})
+    else:
+        typer.echo(str(output))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(emulator_app, name="emulator")

@@ -55,7 +55,7 @@ class TinySpec:
     hidden_size_per_layer_input: int
     sliding_window: int
     vocab_size: int = 512
-    train_steps: int = 700
+    train_steps: int = 600
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
@@ -145,13 +145,15 @@ def train(model, tokenizer, texts: list[str], spec: TinySpec,
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.train_steps))))
     model.train()
     losses = []
-    order: list[int] = []
+    # Length-bucketed batches: similar lengths together, so that little compute goes to padding.
+    by_len = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    buckets = [by_len[i : i + spec.batch_size] for i in range(0, len(by_len), spec.batch_size)]
+    order: list[list[int]] = []
     for step in range(spec.train_steps):
-        if len(order) < spec.batch_size:
-            order = list(range(len(encoded)))
+        if not order:
+            order = list(buckets)
             rng.shuffle(order)
-        idx = [order.pop() for _ in range(spec.batch_size)]
-        batch = [encoded[i] for i in idx]
+        batch = [encoded[i] for i in order.pop()]
         n = max(len(b) for b in batch)
         ids = torch.full((len(batch), n), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), n), dtype=torch.long)
@@ -165,7 +167,7 @@ def train(model, tokenizer, texts: list[str], spec: TinySpec,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
         if on_step:
             on_step(step, losses[-1])
     model.eval()
@@ -206,3 +208,29 @@ def build_tiny(name: str, root: Path | None = None, *, force: bool = False,
 def card(path: Path) -> dict[str, Any]:
     p = path / "tiny_model_card.json"
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+DEFAULT_PREFILL = (128,)
+DEFAULT_CACHE = 1024
+
+
+def cached_bundles(checkpoint: Path, recipes: list[str], *, prefill_lengths=DEFAULT_PREFILL,
+                   cache_length: int = DEFAULT_CACHE, root: Path | None = None, progress=None) -> dict[str, Path]:
+    """Convert `checkpoint` once per content hash (checkpoint files, recipes, lengths, tool versions)
+    and return {recipe name: bundle dir}. Used by the demo and by the test session."""
+    from converters.checkpoint import checkpoint_hash
+    from converters.export import tool_versions
+    from converters.pipeline import ConvertRequest, convert
+    from converters.recipes import parse_recipes
+
+    names = [r.name for r in parse_recipes(recipes)]
+    blob = json.dumps({"ckpt": checkpoint_hash(checkpoint), "recipes": names, "prefill": list(prefill_lengths),
+                       "cache": cache_length, "tools": tool_versions(), "build": BUILD_VERSION}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    out = (root or cache_root() / "bundles") / f"{checkpoint.name}-{key}"
+    paths = {n: (out if len(names) == 1 else out / n) for n in names}
+    if all((p / "manifest.json").is_file() for p in paths.values()):
+        return paths
+    convert(ConvertRequest(checkpoint=checkpoint, out_dir=out, recipes=names, prefill_lengths=list(prefill_lengths),
+                           cache_length=cache_length, force=True), progress)
+    return paths

@@ -1,0 +1,165 @@
+"""The host's LiteRT-LM CPU engine behind one small interface: greedy generation with stop
+sequences, per-token scoring of a continuation, and the engine's own benchmark figures.
+Used by the emulator's runner, `gemma4-mobile run`, verification and the agent loop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from gemma4_common.errors import UserError
+
+
+def _lm():
+    import litert_lm
+
+    with contextlib.suppress(Exception):
+        litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+    return litert_lm
+
+
+@dataclass
+class GenerationStats:
+    init_s: float
+    ttft_s: float
+    prefill_tokens: int
+    prefill_tps: float
+    decode_tokens: int
+    decode_tps: float
+
+
+@dataclass
+class Generation:
+    text: str
+    stopped_by: str | None  # the stop sequence that ended it, or None (token budget / engine EOS)
+    stats: GenerationStats
+
+
+class HostEngine:
+    """One loaded `.litertlm` model on the host CPU."""
+
+    def __init__(self, model_path: Path | str, *, threads: int | None = None, max_num_tokens: int | None = None):
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise UserError(f"model file {model_path} does not exist", "pass a bundle made by `gemma4-mobile convert`")
+        lm = _lm()
+        self.model_path = model_path
+        t0 = time.perf_counter()
+        try:
+            backend = lm.Backend.CPU(thread_count=threads) if threads else lm.Backend.CPU()
+        except TypeError:
+            backend = lm.Backend.CPU()
+        try:
+            self._engine = lm.Engine(str(model_path), backend=backend, max_num_tokens=max_num_tokens,
+                                     enable_benchmark=True)
+        except RuntimeError as e:
+            raise UserError(f"LiteRT-LM could not load {model_path} ({e})",
+                            "re-run `gemma4-mobile convert`; check the bundle with `gemma4-mobile inspect`") from None
+        self.init_s = time.perf_counter() - t0
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> "HostEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._engine.tokenize(text))
+
+    def _session(self, max_output_tokens: int | None = None, seed: int | None = None):
+        lm = _lm()
+        sampler = lm.SamplerConfig(top_k=1, temperature=0.0, seed=seed if seed is not None else 0)
+        return self._engine.create_session(apply_prompt_template=False, sampler_config=sampler,
+                                           max_output_tokens=max_output_tokens)
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 seed: int | None = None) -> Generation:
+        """Greedy continuation of `prompt` (the prompt is taken as is: no template is applied)."""
+        t0 = time.perf_counter()
+        sess = self._session(max_output_tokens=max_new_tokens, seed=seed)
+        try:
+            sess.run_prefill([prompt])
+            text = ""
+            stopped = None
+            for chunk in _decode_stream(sess):
+                text += chunk
+                hit = _first_stop(text, stop)
+                if hit is not None:
+                    idx, stopped = hit
+                    text = text[: idx + len(stopped)]
+                    with contextlib.suppress(Exception):
+                        sess.cancel_process()
+                    break
+            info = sess.get_benchmark_info()
+        finally:
+            sess.close()
+        stats = GenerationStats(
+            init_s=self.init_s, ttft_s=info.time_to_first_token_in_second or (time.perf_counter() - t0),
+            prefill_tokens=info.last_prefill_token_count, prefill_tps=info.last_prefill_tokens_per_second,
+            decode_tokens=info.last_decode_token_count, decode_tps=info.last_decode_tokens_per_second)
+        return Generation(text=text, stopped_by=stopped, stats=stats)
+
+    def score(self, prefix: str, target: str) -> list[float]:
+        """Per-token log-probabilities of `target` given `prefix` (LiteRT-LM run_text_scoring)."""
+        sess = self._session()
+        try:
+            if prefix:
+                sess.run_prefill([prefix])
+            r = sess.run_text_scoring([target], store_token_lengths=True)
+        finally:
+            sess.close()
+        return list(r.token_scores[0]) if r.token_scores else []
+
+
+def _decode_stream(sess) -> Iterator[str]:
+    for resp in sess.run_decode_async():
+        for t in resp.texts:
+            yield t
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
+    best = None
+    for s in stop:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best
+
+
+def benchmark(model_path: Path | str, prefill_tokens: int, decode_tokens: int, threads: int | None = None,
+              max_num_tokens: int | None = None) -> GenerationStats:
+    """LiteRT-LM's own benchmark (synthetic prompt of `prefill_tokens`, `decode_tokens` decoded)."""
+    lm = _lm()
+    try:
+        backend = lm.Backend.CPU(thread_count=threads) if threads else lm.Backend.CPU()
+    except TypeError:
+        backend = lm.Backend.CPU()
+    kw = {}
+    if max_num_tokens is None:
+        max_num_tokens = prefill_tokens + decode_tokens + 8
+    bench = lm.Benchmark(model_path=str(model_path), backend=backend, prefill_tokens=prefill_tokens,
+                         decode_tokens=decode_tokens, max_num_tokens=max_num_tokens, **kw)
+    info = bench.run()
+    return GenerationStats(init_s=info.init_time_in_second, ttft_s=info.time_to_first_token_in_second,
+                           prefill_tokens=info.last_prefill_token_count,
+                           prefill_tps=info.last_prefill_tokens_per_second,
+                           decode_tokens=info.last_decode_token_count,
+                           decode_tps=info.last_decode_tokens_per_second)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), in MB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

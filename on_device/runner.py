@@ -1,0 +1,139 @@
+"""The emulator's runner: the `litert_lm_main` contract (on_device/runner_contract.py) executed
+on the host's LiteRT-LM CPU engine, in a child process so that its memory can be watched and
+killed as a phone's low-memory killer would, and so that a crash never takes the emulator down.
+
+`run_runner(argv, ctx)` is what the emulator's shell calls for a runner file; the child is
+`python -m on_device.runner_worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from on_device.runner_contract import (EXIT_BAD_FLAGS, EXIT_LMK_KILLED, EXIT_RUNTIME_ERROR, RUNNER_NAME,
+                                       parse_flags)
+
+POLL_S = 0.05
+DISPATCH_LIB_PREFIX = "libLiteRtDispatch_"
+GPU_ACCELERATOR_LIB = "libLiteRtGpuAccelerator.so"
+
+
+def _err(ctx, text: str) -> None:
+    ctx.stderr((text.rstrip("\n") + "\n").encode())
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _lib_dirs(ctx, inv) -> list[str]:
+    dirs = []
+    if inv.dispatch_lib_dir:
+        dirs.append(str(inv.dispatch_lib_dir))
+    dirs += [d for d in ctx.env.get("LD_LIBRARY_PATH", "").split(":") if d]
+    return dirs
+
+
+def _find_lib(ctx, dirs: list[str], predicate) -> str | None:
+    for d in dirs:
+        try:
+            host = ctx.resolve(d)
+        except Exception:
+            continue
+        if host.is_dir():
+            for p in sorted(host.iterdir()):
+                if predicate(p.name):
+                    return p.name
+    return None
+
+
+def run_runner(argv: list[str], ctx) -> int:
+    prog = argv[0] if argv else RUNNER_NAME
+    try:
+        inv = parse_flags(argv[1:])
+    except ValueError as e:
+        _err(ctx, f"{prog}: ERROR: {e}")
+        return EXIT_BAD_FLAGS
+    try:
+        model = ctx.resolve(str(inv.model_path))
+    except Exception:
+        _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
+        return EXIT_RUNTIME_ERROR
+    if not model.is_file():
+        _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
+        return EXIT_RUNTIME_ERROR
+
+    if inv.backend == "npu":
+        # The emulator has no NPU: like a phone without a usable dispatch library, NPU init fails.
+        lib = _find_lib(ctx, _lib_dirs(ctx, inv), lambda n: n.startswith(DISPATCH_LIB_PREFIX) and n.endswith(".so"))
+        if lib is None:
+            _err(ctx, f"{prog}: ERROR: FAILED_PRECONDITION: Failed to load LiteRT dispatch library: "
+                      f"no {DISPATCH_LIB_PREFIX}*.so in {inv.dispatch_lib_dir or '(no --litert_dispatch_lib_dir)'}")
+        else:
+            _err(ctx, f"{prog}: ERROR: UNAVAILABLE: {lib} loaded but no NPU device is available "
+                      f"on this device ({ctx.profile.props.get('ro.soc.model', 'unknown SoC')})")
+        return EXIT_RUNTIME_ERROR
+    if inv.backend == "gpu":
+        lib = _find_lib(ctx, _lib_dirs(ctx, inv), lambda n: n == GPU_ACCELERATOR_LIB)
+        _err(ctx, f"{prog}: ERROR: UNAVAILABLE: GPU backend not available: "
+                  + (f"{GPU_ACCELERATOR_LIB} not found on LD_LIBRARY_PATH" if lib is None
+                     else "no OpenCL/GPU device in the reference emulator"))
+        return EXIT_RUNTIME_ERROR
+
+    budget = int(getattr(ctx.profile, "ram_budget_bytes", 0) or 0)
+    size = model.stat().st_size
+    if budget and size > budget:
+        # Mapping the weights alone exceeds what the app may hold: the LMK kills it at load.
+        _err(ctx, "Killed")
+        return EXIT_LMK_KILLED
+
+    job = {"model": str(model), "backend": inv.backend, "input_prompt": inv.input_prompt,
+           "benchmark": inv.benchmark, "prefill_tokens": inv.prefill_tokens, "decode_tokens": inv.decode_tokens,
+           "report_peak_memory": inv.report_peak_memory, "threads": inv.num_threads,
+           "max_num_tokens": inv.max_num_tokens, "seed": inv.seed,
+           "apply_prompt_template": inv.apply_prompt_template, "max_output_tokens": inv.max_output_tokens}
+    env = dict(os.environ)
+    env["G4M_RUNNER_JOB"] = json.dumps(job)
+    proc = subprocess.Popen([sys.executable, "-m", "on_device.runner_worker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+
+    def pump(stream, sink):
+        for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
+            sink(chunk)
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, ctx.stdout), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, ctx.stderr), daemon=True)]
+    for t in threads:
+        t.start()
+    killed = False
+    cancelled = getattr(ctx, "cancelled", None)
+    while proc.poll() is None:
+        if budget and _rss_bytes(proc.pid) > budget:
+            proc.kill()
+            killed = True
+            break
+        if cancelled is not None and cancelled.is_set():
+            proc.kill()
+            break
+        time.sleep(POLL_S)
+    rc = proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    if killed:
+        _err(ctx, "Killed")
+        return EXIT_LMK_KILLED
+    if rc < 0:
+        return 128 - rc
+    return rc if rc in (0, EXIT_BAD_FLAGS) else (rc if rc < 128 else EXIT_RUNTIME_ERROR)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: Debian packages (adb, aapt, framework-res, junit4), a virtualenv in
+# .venv with the pinned Python stack, and this project installed editable. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v adb >/dev/null 2>&1 || need_apt+=(adb)
+command -v aapt >/dev/null 2>&1 || need_apt+=(aapt)
+[ -f /usr/share/android-framework-res/framework-res.apk ] || need_apt+=(android-framework-res)
+[ -f /usr/share/java/junit4.jar ] || need_apt+=(junit4)
+if ((${#need_apt[@]})); then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+# torch is pinned to the CPU wheel that lies on this machine's disk (an unpinned torch pulls CUDA).
+if ! .venv/bin/python -c "import litert_lm, litert_torch, adb_shell, typer, sdk_tools" >/dev/null 2>&1; then
+  echo "setup: installing the Python stack (several minutes on a fresh machine)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import importlib.metadata as m; print("litert-torch", m.version("litert-torch"), "| litert-lm-api", m.version("litert-lm-api"), "| torch", m.version("torch"))'))"

@@ -1,0 +1,1 @@
+"""Accuracy: a bundle against its PyTorch checkpoint, and a device against the reference."""

@@ -1,0 +1,176 @@
+"""`gemma4-mobile agent BUNDLE --tools tools.py|tools.json [--device SERIAL]`: the agent loop (model ->
+tool call -> execute -> tool response -> model) on the host engine or on a device through the
+runner contract; `--json-schema FILE` generates one schema-valid JSON value instead."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from gemma4_common.errors import UserError
+from sdk_tools.cli.common import emit_json, err_console
+
+
+def load_schema_file(path: Path) -> dict:
+    from on_device.agent.constrained import check_json_schema
+
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"JSON schema file not found: {path}", "pass an existing schema file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the JSON schema file {path} ({e})", "pass a readable JSON file") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON: {e}", "fix the schema file") from None
+    return check_json_schema(data)
+
+
+@contextlib.contextmanager
+def open_engine(bundle: Path, device: str | None = None, *, runner: Path | None = None, backend: str = "cpu",
+                dispatch_libs: Path | None = None, threads: int | None = None,
+                timeout_s: float | None = None, quiet: bool = False) -> Iterator[Any]:
+    """A TextEngine + Scorer for BUNDLE: the host LiteRT-LM engine, or the bundle deployed to
+    ``device`` and run there through the runner contract (one runner call per generation)."""
+    from converters.bundle import require_verified
+    from on_device.agent.host import HostTextEngine, RunnerTextEngine
+
+    if not (Path(bundle) / "manifest.json").is_file():
+        raise UserError(f"{bundle} is not a bundle directory (no manifest.json)",
+                        "pass a directory made by `gemma4-mobile convert`")
+    manifest = require_verified(bundle)
+    cache = (manifest.get("export") or {}).get("cache_length")
+    if device is None:
+        with HostTextEngine.open(Path(bundle) / manifest["main_model"], threads=threads, max_num_tokens=cache) as eng:
+            yield eng
+        return
+    from sdk_tools.bench import run_runner
+    from sdk_tools.cli.common import RichProgress
+    from sdk_tools.deploy import deploy
+    from sdk_tools.devices.discovery import open_device
+
+    with open_device(device) as dev:
+        with RichProgress(enabled=not quiet) as progress:
+            dep = deploy(dev, bundle, runner=runner, dispatch_lib_dir=dispatch_libs, backend=backend,
+                         progress=progress)
+        yield RunnerTextEngine(lambda inv: run_runner(dev, dep, inv, timeout_s=timeout_s), str(dep.model_path),
+                               backend=dep.backend, max_num_tokens=cache, num_threads=threads,
+                               dispatch_lib_dir=str(dep.dispatch_dir) if dep.dispatch_dir else None)
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is not None:
+        if not prompt.strip():
+            raise UserError("--prompt is empty", "pass the user's message with --prompt TEXT")
+        return prompt
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UserError("no prompt", "pass --prompt TEXT or pipe the user's message on stdin")
+    text = sys.stdin.read()
+    if not text.strip():
+        raise UserError("the prompt on stdin is empty", "pass --prompt TEXT")
+    return text.strip()
+
+
+def _fmt_call(c) -> str:
+    args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in c.arguments.items())
+    tail = f" -> {json.dumps(c.response, ensure_ascii=False)}"
+    return f"tool {c.name}({args}){tail}" + (f" [{c.error}]" if c.error else "")
+
+
+def agent(
+    bundle: Path = typer.Argument(..., help="Bundle directory made by `gemma4-mobile convert`."),
+    tools: Optional[Path] = typer.Option(None, "--tools", "-t", help="tools.py (@tool functions, or a TOOLS "
+                                         "dict with tools.json beside it) or tools.json (specs; functions from "
+                                         "the .py of the same name)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Run the model on this device (serial) "
+                                         "through the runner contract; default: the host CPU engine."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The user's message (default: stdin)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System instruction."),
+    max_steps: int = typer.Option(8, "--max-steps", help="Most model generations in one run."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds a tool call (and, on a device, one "
+                                  "generation) may take."),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Write the full transcript (JSON) here."),
+    json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="Structured output: answer with one "
+                                               "JSON value valid for this schema (constrained decoding)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Most tokens per generation."),
+    thinking: bool = typer.Option(False, "--thinking", help="Enable the thinking channel."),
+    backend: str = typer.Option("cpu", "--backend", help="Device backend: cpu, gpu or npu (with --device)."),
+    runner: Optional[Path] = typer.Option(None, "--runner", help="litert_lm_main for android_arm64 (with --device; "
+                                          "default: $G4M_RUNNER, then the config file)."),
+    dispatch_libs: Optional[Path] = typer.Option(None, "--dispatch-libs",
+                                                 help="NPU dispatch libraries (with --device)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the transcript)."),
+) -> None:
+    """Run a Gemma 4 agent: the model calls your tools until it answers."""
+    from gemma4_common.fsutil import atomic_write_text
+    from on_device.agent import AgentLoop, Message, ToolRegistry, render_prompt
+    from on_device.agent.constrained import ConstrainedDecodingError, generate_json
+
+    if max_steps < 1:
+        raise UserError(f"--max-steps must be at least 1, got {max_steps}")
+    if timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {timeout:g}")
+    if max_tokens < 1:
+        raise UserError(f"--max-tokens must be at least 1, got {max_tokens}")
+    if backend.lower() not in ("cpu", "gpu", "npu"):
+        raise UserError(f"--backend must be cpu, gpu or npu, got {backend!r}")
+    if device is None and (backend.lower() != "cpu" or runner or dispatch_libs):
+        raise UserError("--backend/--runner/--dispatch-libs need --device", "the host engine runs on the CPU")
+    if tools is not None and json_schema is not None:
+        raise UserError("--tools and --json-schema cannot be combined", "use one mode per run")
+    if tools is None and json_schema is None:
+        raise UserError("no tools given", "pass --tools tools.py|tools.json (or --json-schema FILE)")
+    # Everything the user passed is checked before the model loads.
+    registry = ToolRegistry.load(tools) if tools is not None else None
+    schema = load_schema_file(json_schema) if json_schema is not None else None
+    user = _read_prompt(prompt)
+
+    with open_engine(bundle, device, runner=runner, backend=backend.lower(), dispatch_libs=dispatch_libs,
+                     threads=threads, timeout_s=timeout, quiet=as_json) as engine:
+        if schema is not None:
+            text_prompt = render_prompt([Message("user", user)], system=system, add_bos=False)
+            try:
+                gen = generate_json(engine, text_prompt, schema, max_tokens, details=True)
+            except ConstrainedDecodingError as e:
+                raise UserError(f"the model's JSON breaks the schema ({e}): {e.text}",
+                                "constrained decoding enforces type/properties/enum/ranges; "
+                                "pattern and format are only checked") from None
+            result = {"mode": "json", "prompt": user, "system": system, "schema": schema, **gen.to_dict(),
+                      "device": device}
+            if transcript is not None:
+                atomic_write_text(transcript, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            if as_json:
+                emit_json(result)
+            else:
+                typer.echo(gen.text)
+            return
+        loop = AgentLoop(engine, registry, system=system, max_steps=max_steps, step_timeout_s=timeout,
+                         max_new_tokens=max_tokens, enable_thinking=thinking)
+        tr = loop.run(user)
+    data = {"mode": "agent", "device": device, **tr.to_dict()}
+    if transcript is not None:
+        atomic_write_text(transcript, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if as_json:
+        emit_json(data)
+    else:
+        for c in tr.tool_calls:
+            err_console.print(_fmt_call(c), highlight=False, markup=False)
+        if tr.answer is not None:
+            typer.echo(tr.answer)
+    if tr.status != "answered":
+        last = tr.steps[-1] if tr.steps else None
+        why = (f"the model's tool call did not parse ({last.parse_error['message']})"
+               if tr.status == "parse_error" and last and last.parse_error
+               else f"no answer after {max_steps} step(s)")
+        if not as_json:
+            err_console.print(f"agent stopped: {why}", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agent")(agent)

@@ -1,0 +1,74 @@
+"""`gemma4-mobile convert`: Hugging Face Gemma 4 checkpoint -> quantized .litertlm bundle(s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sdk_tools.cli.common import RichProgress, emit_json, err_console
+
+
+def _list_recipes(as_json: bool) -> None:
+    from converters.recipes import ALIASES, RECIPES
+
+    if as_json:
+        emit_json([{"name": r.name, "description": r.description, "weight_bits": r.weight_bits,
+                    "embedding_bits": r.embedding_bits} for r in RECIPES.values()])
+        return
+    for r in RECIPES.values():
+        typer.echo(f"{r.name:<24} ~{r.weight_bits:g} bits/weight  {r.description}")
+    typer.echo("aliases: " + ", ".join(f"{k}={v}" for k, v in ALIASES.items()))
+
+
+def convert_cmd(
+    checkpoint: Optional[Path] = typer.Argument(None, help="Hugging Face Gemma 4 checkpoint directory."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle directory (one per recipe below it if several)."),
+    recipe: List[str] = typer.Option(["dynamic_wi8_afp32"], "--recipe", "-r",
+                                     help="Quantization recipe(s), repeatable or comma-separated; `--recipe list` shows them."),
+    prefill: List[int] = typer.Option([128], "--prefill", help="Prefill signature length(s)."),
+    cache_length: int = typer.Option(1024, "--cache-length", help="KV cache length (context)."),
+    npu: List[str] = typer.Option([], "--npu", help="NPU targets, e.g. qualcomm:SM8650,mediatek:MT6991."),
+    npu_config: Optional[Path] = typer.Option(None, "--npu-config", help="Delegate config JSON for the NPU targets."),
+    ring_buffer: Optional[int] = typer.Option(None, "--sliding-window-ring-buffer",
+                                              help="Ring-buffer size for sliding-window layers' KV cache."),
+    name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest."),
+    force: bool = typer.Option(False, "--force", help="Replace an output directory that is not a bundle."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Convert a checkpoint: validate, export (litert-torch), quantize, NPU-compile, bundle."""
+    from converters.pipeline import ConvertRequest, convert
+    from gemma4_common.errors import UserError
+
+    if any(r.strip().lower() == "list" for r in recipe):
+        _list_recipes(as_json)
+        return
+    if checkpoint is None:
+        raise UserError("no checkpoint directory given", "run `gemma4-mobile convert CHECKPOINT_DIR -o OUT_DIR`")
+    if out is None:
+        raise UserError("no output directory given", "pass -o OUT_DIR")
+    req = ConvertRequest(checkpoint=checkpoint, out_dir=out, recipes=list(recipe), prefill_lengths=list(prefill),
+                         cache_length=cache_length, force=force, npu_targets=list(npu), npu_config=npu_config,
+                         sliding_window_ring_buffer_size=ring_buffer, name=name)
+    with RichProgress(enabled=not as_json) as progress:
+        res = convert(req, progress)
+    rows = []
+    for path, m in zip(res.bundles, res.manifests):
+        size = m["files"][m["main_model"]]["size"]
+        rows.append({"bundle": str(path), "recipe": m["recipe"]["name"], "variant": m["variant"],
+                     "model_bytes": size, "sha256": m["files"][m["main_model"]]["sha256"],
+                     "npu": m["npu"]["targets"]})
+    if as_json:
+        emit_json({"checkpoint": res.checkpoint.summary(), "bundles": rows, "timings_s": res.timings})
+        return
+    err_console.print(f"variant: {res.checkpoint.variant} ({res.checkpoint.num_parameters / 1e6:.2f}M params)",
+                      highlight=False)
+    for r in rows:
+        typer.echo(f"{r['bundle']}  {r['recipe']:<22} {r['model_bytes'] / 1e6:8.2f} MB")
+        for t in r["npu"]:
+            typer.echo(f"  npu {t['vendor']}:{t['soc']}: {t['status']}" + (f" ({t['message']})" if t["message"] else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert_cmd)

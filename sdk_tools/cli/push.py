@@ -1,0 +1,121 @@
+"""`gemma4-mobile push BUNDLE --device SERIAL`: deploy a bundle (verified, resumable) to one or
+more devices. Also holds the rich renderer of the progress protocol used by bench."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress as RichBar, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from gemma4_common.errors import UserError
+from gemma4_common.progress import Progress
+from on_device.runner_contract import DEFAULT_DEVICE_DIR
+from sdk_tools.cli.common import emit_json, err_console
+
+
+class _Amount(ProgressColumn):
+    """MB and MB/s for byte transfers (totals over 64 KiB), done/total for counted steps."""
+
+    def render(self, task) -> Text:
+        total = task.total or 0
+        if total >= 1 << 16:
+            speed = task.finished_speed or task.speed or 0.0
+            return Text(f"{task.completed / 1e6:8.1f}/{total / 1e6:.1f} MB {speed / 1e6:7.1f} MB/s")
+        return Text(f"{task.completed:.0f}/{total:.0f}")
+
+
+def rich_bar() -> RichBar:
+    return RichBar(TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn(),
+                   console=err_console, transient=False)
+
+
+class RichProgress(Progress):
+    """One device's progress drawn on a shared rich Progress (thread-safe per instance)."""
+
+    def __init__(self, bar: RichBar, quiet: bool = False):
+        super().__init__()
+        self._bar = bar
+        self._task = None
+        self._quiet = quiet
+        self._lock = threading.Lock()
+
+    def _start(self, name: str, total: float | None) -> None:
+        with self._lock:
+            self._task = self._bar.add_task(name, total=total)
+
+    def advance(self, amount: float) -> None:
+        with self._lock:
+            if self._task is not None:
+                self._bar.advance(self._task, amount)
+
+    def note(self, message: str) -> None:
+        if not self._quiet:
+            self._bar.console.print(f"note: {message}", highlight=False)
+
+    def _end(self, name: str) -> None:
+        with self._lock:
+            self._task = None
+
+
+def push(
+    bundle: Path = typer.Argument(..., help="Bundle directory made by `gemma4-mobile convert`."),
+    device: str = typer.Option(..., "--device", "-d", help="Serial, several as a,b, or `all`."),
+    runner: Optional[Path] = typer.Option(None, "--runner", help="litert_lm_main for android_arm64 "
+                                          "(default: $G4M_RUNNER, then the config file)."),
+    dispatch_libs: Optional[Path] = typer.Option(None, "--dispatch-libs",
+                                                 help="Directory with the NPU dispatch libraries."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="cpu, gpu or npu (default: NPU model where "
+                                          "the bundle has one for the device's SoC)."),
+    device_dir: str = typer.Option(str(DEFAULT_DEVICE_DIR), "--device-dir", help="Directory on the device."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Push what a device needs to run BUNDLE: model, runner, dispatch libraries; verified by sha256."""
+    from sdk_tools.deploy import deploy, find_runner
+    from sdk_tools.devices.discovery import open_device, resolve_serials
+
+    find_runner(runner)  # fail before touching any device
+    serials = resolve_serials(device)
+    done: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    lock = threading.Lock()
+    with rich_bar() as bar:
+        def one(serial: str) -> None:
+            try:
+                with open_device(serial) as dev:
+                    d = deploy(dev, bundle, runner=runner, dispatch_lib_dir=dispatch_libs, backend=backend,
+                               device_dir=device_dir, progress=RichProgress(bar, quiet=as_json))
+                with lock:
+                    done[serial] = d.to_dict()
+            except UserError as e:
+                if len(serials) == 1:
+                    raise
+                with lock:
+                    failures[serial] = e.one_line()
+
+        if len(serials) == 1:
+            one(serials[0])
+        else:
+            with ThreadPoolExecutor(max_workers=len(serials)) as pool:
+                list(pool.map(one, serials))
+    if as_json:
+        emit_json({"deployments": done, "failures": failures})
+    else:
+        for serial, d in done.items():
+            pushed = [f for f in d["files"] if f["action"] == "pushed"]
+            mbps = (d["bytes_pushed"] / 1e6 / d["push_seconds"]) if d["push_seconds"] > 0 else 0.0
+            typer.echo(f"{serial}: {d['bundle_name']} ({d['backend']}) at {d['bundle_dir']}: "
+                       f"{len(pushed)} file(s) pushed ({d['bytes_pushed'] / 1e6:.1f} MB, {mbps:.1f} MB/s), "
+                       f"{len(d['files']) - len(pushed)} unchanged, {d['seconds']:.1f} s")
+    if failures:
+        raise UserError(f"{len(failures)} of {len(serials)} device(s) failed: "
+                        + "; ".join(f"{s}: {m}" for s, m in failures.items()),
+                        "the others were deployed; fix the failed ones and run push again")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)

@@ -1,0 +1,48 @@
+"""`gemma4-mobile run BUNDLE --prompt ...`: generate on the host's LiteRT-LM CPU engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sdk_tools.cli.common import emit_json
+
+
+def run_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory made by `convert`."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="User message (the Gemma 4 chat format is applied)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System instruction."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Most tokens to generate."),
+    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat format."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Generate greedily and print time to first token, prefill and decode tokens/s."""
+    from converters.bundle import require_verified
+    from on_device.agent.format import STOP_SEQUENCES, Message, render_prompt
+    from on_device.engine import HostEngine
+
+    m = require_verified(bundle)
+    text = prompt if raw else render_prompt([Message("user", prompt)], system=system, add_bos=False)
+    with HostEngine(bundle / m["main_model"], threads=threads, max_num_tokens=m["export"]["cache_length"]) as eng:
+        g = eng.generate(text, max_new_tokens=max_tokens, stop=STOP_SEQUENCES)
+    answer = g.text
+    for s in STOP_SEQUENCES:
+        if g.stopped_by == s and answer.endswith(s):
+            answer = answer[: -len(s)]
+    st = g.stats
+    if as_json:
+        emit_json({"bundle": str(bundle), "prompt": prompt, "response": answer, "stopped_by": g.stopped_by,
+                   "init_s": st.init_s, "ttft_s": st.ttft_s, "prefill_tokens": st.prefill_tokens,
+                   "prefill_tps": st.prefill_tps, "decode_tokens": st.decode_tokens, "decode_tps": st.decode_tps})
+        return
+    typer.echo(answer)
+    typer.echo(f"Time to first token: {st.ttft_s * 1000:.1f} ms | Prefill: {st.prefill_tps:.1f} tokens/s "
+               f"({st.prefill_tokens} tokens) | Decode: {st.decode_tps:.1f} tokens/s ({st.decode_tokens} tokens) "
+               f"| Init: {st.init_s * 1000:.1f} ms", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)

@@ -1,0 +1,11 @@
+"""Devices over ADB: one `Device` interface (shell with exit code, push/pull/stat with progress,
+properties, RAM and storage) over adb-shell TCP connections or a running adb server."""
+
+from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceInfo, DeviceOffline, DeviceStat,
+                                    ShellResult)
+from sdk_tools.devices.discovery import list_devices, open_device, resolve_serials
+from sdk_tools.devices.server import AdbServer, ServerDevice
+from sdk_tools.devices.tcp import TcpDevice
+
+__all__ = ["AdbServer", "Device", "DeviceCommandError", "DeviceInfo", "DeviceOffline", "DeviceStat",
+           "ServerDevice", "ShellResult", "TcpDevice", "list_devices", "open_device", "resolve_serials"]
