@@ -9,18 +9,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converters.presets import PRESETS, identifying
 from gemma4_common.errors import UserError
 
 GEMMA4_MODEL_TYPES = {"gemma4", "gemma4_text"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
-# Published text configs of the real edge models (the fields that identify them).
-KNOWN_VARIANTS: dict[str, dict[str, int]] = {
-    "e2b": {"hidden_size": 1536, "num_hidden_layers": 35, "num_attention_heads": 8,
-            "num_key_value_heads": 1, "num_kv_shared_layers": 20},
-    "e4b": {"hidden_size": 2560, "num_hidden_layers": 42, "num_attention_heads": 8,
-            "num_key_value_heads": 2, "num_kv_shared_layers": 18},
-}
+# Published text configs of the real edge models (the fields that identify them; converters.presets).
+KNOWN_VARIANTS: dict[str, dict[str, int]] = {name: identifying(name) for name in PRESETS}
 
 
 @dataclass

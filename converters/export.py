@@ -33,11 +33,22 @@ class ExportOptions:
     export_audio_encoder: bool = False
     use_v2: bool = False
     delete_in_memory_params: bool = False
+    # Several KV-cache lengths in one model (signatures prefill_X_cache_Y / decode_cache_Y);
+    # cache_length is then their maximum (the context the metadata declares).
+    cache_lengths: list[int] | None = None
+    # Gemma 4 multimodal checkpoints (model_type gemma4) need the embedder and per-layer embedder
+    # exported as their own models; text-only ones (gemma4_text) keep them in the decoder.
+    externalize_embedder: bool = False
+
+    @property
+    def multimodal(self) -> bool:
+        return self.export_vision_encoder or self.export_audio_encoder
 
     def kwargs(self) -> dict[str, Any]:
+        lengths = sorted(set(self.cache_lengths or [self.cache_length]))
         kw: dict[str, Any] = dict(
             prefill_lengths=list(self.prefill_lengths),
-            cache_length=self.cache_length,
+            cache_length=max(lengths),
             moe_exports_implementation=MOE_EXPORTS_IMPLEMENTATION,
             bundle_litert_lm=True,
             # litert-torch quantizes to int8 by default; we export float once and apply each
@@ -46,12 +57,16 @@ class ExportOptions:
             vision_encoder_quantization_recipe="none",
             audio_encoder_quantization_recipe="none",
         )
+        if len(lengths) > 1:
+            kw["cache_lengths"] = lengths
+        if self.externalize_embedder and not self.multimodal:
+            kw["externalize_embedder"] = True
         if self.sliding_window_ring_buffer_size:
             kw["sliding_window_ring_buffer_size"] = self.sliding_window_ring_buffer_size
-        if self.export_vision_encoder:
-            kw["export_vision_encoder"] = True
-        if self.export_audio_encoder:
-            kw["export_audio_encoder"] = True
+        if self.multimodal:
+            # The multimodal task exports both encoders unless told otherwise.
+            kw["export_vision_encoder"] = self.export_vision_encoder
+            kw["export_audio_encoder"] = self.export_audio_encoder
         if self.use_v2:
             kw["use_v2"] = True
             kw["delete_in_memory_params"] = self.delete_in_memory_params
@@ -113,9 +128,11 @@ def export_float(checkpoint: Path, work_dir: Path, opts: ExportOptions) -> Float
     kw = opts.kwargs()
     config_args = {k: v for k, v in kw.items() if k in valid}
     extra = {k: v for k, v in kw.items() if k not in valid}
+    # Vision/audio encoders are exported by the multimodal task (it also externalizes the embedders).
+    task = (exportable_module_config.ExportTask.MULTIMODAL_LM if opts.multimodal
+            else exportable_module_config.ExportTask.TEXT_GENERATION)
     config = exportable_module.ExportableModuleConfig(
-        model=str(checkpoint), output_dir=str(work_dir), work_dir=str(work_dir),
-        task=exportable_module_config.ExportTask.TEXT_GENERATION,
+        model=str(checkpoint), output_dir=str(work_dir), work_dir=str(work_dir), task=task,
         extra_kwargs=extra, **config_args,
     )
     export_utils.validate_pipeline_config(config)
@@ -139,6 +156,12 @@ def export_float(checkpoint: Path, work_dir: Path, opts: ExportOptions) -> Float
 
 _QUANTIZED_FIELDS = {"prefill_decode_model_path": "tf_lite_prefill_decode",
                      "embedder_model_path": "tf_lite_embedder"}
+# Encoders get int8 weights under any quantized recipe (litert-torch's own default for them); the
+# audio encoder has convolutions, which XNNPACK runs on CPU only with weight-only int8.
+_ENCODER_RECIPES = {"vision_encoder_model_path": "dynamic_wi8_afp32",
+                    "vision_adapter_model_path": "dynamic_wi8_afp32",
+                    "audio_encoder_model_path": "weight_only_wi8_afp32",
+                    "audio_adapter_model_path": "dynamic_wi8_afp32"}
 
 
 def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
@@ -146,6 +169,7 @@ def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
     if recipe.is_float:
         return fx.artifacts
     from ai_edge_quantizer import quantizer as quantizer_lib
+    from ai_edge_quantizer import recipe as recipe_lib
 
     work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -171,6 +195,14 @@ def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
         changes["additional_model_paths"] = {
             k: q(v, f"tf_lite_{k}") for k, v in fx.artifacts.additional_model_paths.items()
         }
+    for f, name in _ENCODER_RECIPES.items():
+        p = getattr(fx.artifacts, f, None)
+        if p:
+            out = work_dir / (Path(p).stem + f"_{recipe.name}.tflite")
+            qt = quantizer_lib.Quantizer(p)
+            qt.load_quantization_recipe(getattr(recipe_lib, name)())
+            qt.quantize().export_model(str(out), overwrite=True)
+            changes[f] = str(out)
     return dataclasses.replace(fx.artifacts, **changes)
 
 

@@ -33,6 +33,15 @@ class ConvertRequest:
     npu_config: Path | None = None
     sliding_window_ring_buffer_size: int | None = None
     name: str | None = None
+    # Long context: several KV-cache lengths in one bundle (cache_length is then their maximum).
+    cache_lengths: list[int] = field(default_factory=list)
+    vision: bool = False  # export the vision encoder (multimodal checkpoints)
+    audio: bool = False  # export the audio encoder
+    use_v2: bool = False  # litert-torch Converter V2: weights streamed from the checkpoint
+    delete_in_memory_params: bool = False
+
+    def all_cache_lengths(self) -> list[int]:
+        return sorted(set(self.cache_lengths or [self.cache_length]))
 
 
 @dataclass
@@ -74,12 +83,38 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
     recipes = parse_recipes(req.recipes)
     if not req.prefill_lengths or any(p <= 0 for p in req.prefill_lengths):
         raise UserError("prefill lengths must be positive integers", "pass e.g. --prefill 128")
-    if req.cache_length <= 0:
+    if req.cache_length <= 0 or any(c <= 0 for c in req.cache_lengths):
         raise UserError("cache length must be a positive integer", "pass e.g. --cache-length 1024")
-    too_long = [p for p in req.prefill_lengths if p > req.cache_length]
+    shortest = min(req.all_cache_lengths())
+    too_long = [p for p in req.prefill_lengths if p > shortest]
     if too_long:
-        raise UserError(f"prefill length {too_long[0]} is larger than the cache length {req.cache_length}",
+        raise UserError(f"prefill length {too_long[0]} is larger than the cache length {shortest}",
                         "use a prefill length <= --cache-length, or a longer cache")
+    ring = req.sliding_window_ring_buffer_size
+    window = int(info.text_config.get("sliding_window") or 0)
+    if ring is not None:
+        if ring <= 0:
+            raise UserError("ring-buffer size must be a positive integer", "pass e.g. --sliding-window-ring-buffer 1024")
+        need = window + max(req.prefill_lengths)
+        if ring < need:
+            raise UserError(f"ring-buffer size {ring} is smaller than the sliding window {window} plus the "
+                            f"prefill length {max(req.prefill_lengths)}",
+                            f"pass --sliding-window-ring-buffer {need} or more")
+    for flag, want, has, files in (("--vision", req.vision, info.has_vision, ("preprocessor_config.json",)),
+                                   ("--audio", req.audio, info.has_audio, ("preprocessor_config.json",))):
+        if not want:
+            continue
+        if not has:
+            what = "vision" if flag == "--vision" else "audio"
+            raise UserError(f"{req.checkpoint} has no {what} tower (model_type {info.model_type})",
+                            f"drop {flag}, or convert a multimodal Gemma 4 checkpoint (model_type gemma4)")
+        missing = [f for f in files if not (req.checkpoint / f).is_file()]
+        if missing:
+            raise UserError(f"{req.checkpoint} has no {missing[0]} (the image/audio processor settings)",
+                            "copy the processor files of the model into the checkpoint directory")
+    if req.use_v2 and (req.vision or req.audio):
+        raise UserError("litert-torch's Converter V2 (--use-v2) exports text generation only",
+                        "convert the encoders without --use-v2")
     return info, recipes
 
 
@@ -123,8 +158,13 @@ def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertRes
     except OSError as e:
         raise _disk_error(e, req.out_dir) from None
     log = work / "export.log"
-    opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=req.cache_length,
-                         sliding_window_ring_buffer_size=req.sliding_window_ring_buffer_size)
+    lengths = req.all_cache_lengths()
+    opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=max(lengths),
+                         cache_lengths=lengths if len(lengths) > 1 else None,
+                         sliding_window_ring_buffer_size=req.sliding_window_ring_buffer_size,
+                         export_vision_encoder=req.vision, export_audio_encoder=req.audio,
+                         externalize_embedder=info.model_type == "gemma4",
+                         use_v2=req.use_v2, delete_in_memory_params=req.delete_in_memory_params)
     bundles: list[Path] = []
     manifests: list[dict[str, Any]] = []
     try:
@@ -146,7 +186,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertRes
                     npu_entries = []
                     if npu_specs:
                         with progress.step(f"NPU compile {recipe.name}"):
-                            npu_entries = _compile_npu(tmp / MAIN_MODEL, npu_specs, tmp, req.npu_config)
+                            npu_entries = _compile_npu(tmp / MAIN_MODEL, npu_specs, tmp, req.npu_config, progress)
                     sections = litertlm_sections(tmp / MAIN_MODEL)
                     manifest = write_manifest(tmp, {
                         "name": req.name or f"{req.checkpoint.resolve().name}-{recipe.name}",
@@ -156,8 +196,10 @@ def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertRes
                                    "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits},
                         "source": {"path": str(req.checkpoint.resolve()), "sha256": src_hash,
                                    "num_parameters": info.num_parameters},
-                        "export": {"prefill_lengths": req.prefill_lengths, "cache_length": req.cache_length,
-                                   "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size},
+                        "export": {"prefill_lengths": req.prefill_lengths, "cache_length": max(lengths),
+                                   "cache_lengths": lengths,
+                                   "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size,
+                                   "vision": req.vision, "audio": req.audio},
                         "text_config": info.summary()["shape"],
                         "sections": [{k: s[k] for k in ("data_type", "model_type", "size")}
                                      for s in sections["sections"]],
@@ -176,35 +218,22 @@ def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertRes
 def _parse_npu(specs: list[str]) -> list[Any]:
     if not specs:
         return []
-    from converters.npu.catalog import get_soc
+    from converters.npu.catalog import parse_targets
 
-    out = []
-    for item in specs:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            vendor, sep, soc = part.partition(":")
-            if not sep or not soc:
-                raise UserError(f"NPU target {part!r} is not VENDOR:SOC",
-                                "pass e.g. --npu qualcomm:SM8650,mediatek:MT6991")
-            out.append(get_soc(vendor.strip().lower(), soc.strip().upper()))
+    out: list[Any] = []
+    for soc in parse_targets(",".join(specs)):
+        if soc not in out:
+            out.append(soc)
     return out
 
 
-def _compile_npu(model: Path, socs: list[Any], bundle_tmp: Path, config_file: Path | None) -> list[dict[str, Any]]:
+def _compile_npu(model: Path, socs: list[Any], bundle_tmp: Path, config_file: Path | None,
+                 progress: Progress) -> list[dict[str, Any]]:
+    """AOT-compile the CPU bundle per SoC (configs are written even where the vendor SDK is
+    missing, with the SDK message in the target's entry); returns the manifest's npu.targets."""
     from converters.npu import aot, configs
 
-    cfgs = {}
-    for soc in socs:
-        cfgs[(soc.vendor, soc.model)] = (configs.load_config_file(config_file, soc) if config_file
-                                         else configs.default_config(soc))
-    results = aot.compile_for_targets(model, socs, bundle_tmp, cfgs)
-    entries = []
-    for r in results:
-        entries.append({
-            "vendor": r.vendor, "soc": r.soc, "status": r.status, "message": r.message,
-            "model": r.output.relative_to(bundle_tmp).as_posix() if r.output else None,
-            "config": f"npu/{r.vendor}_{r.soc}/config.json",
-        })
-    return entries
+    cfgs = {soc.key: (configs.load_config_file(config_file, soc) if config_file else configs.default_config(soc))
+            for soc in socs}
+    results = aot.compile_for_targets(model, socs, bundle_tmp, cfgs, progress=progress.note)
+    return [r.manifest_entry(bundle_tmp) for r in results]

@@ -42,7 +42,8 @@ class Generation:
 class HostEngine:
     """One loaded `.litertlm` model on the host CPU."""
 
-    def __init__(self, model_path: Path | str, *, threads: int | None = None, max_num_tokens: int | None = None):
+    def __init__(self, model_path: Path | str, *, threads: int | None = None, max_num_tokens: int | None = None,
+                 ring_buffers: bool | None = None, vision: bool = False, audio: bool = False):
         model_path = Path(model_path)
         if not model_path.is_file():
             raise UserError(f"model file {model_path} does not exist", "pass a bundle made by `gemma4-mobile convert`")
@@ -53,9 +54,16 @@ class HostEngine:
             backend = lm.Backend.CPU(thread_count=threads) if threads else lm.Backend.CPU()
         except TypeError:
             backend = lm.Backend.CPU()
+        extra = {}
+        if ring_buffers is not None:  # sliding-window layers exported with ring-buffer KV caches
+            extra["use_ringbuffers_local_attention"] = ring_buffers
+        if vision:  # the bundle's vision encoder runs on the CPU too
+            extra.update(vision_backend=lm.Backend.CPU(), max_num_images=1)
+        if audio:
+            extra["audio_backend"] = lm.Backend.CPU()
         try:
             self._engine = lm.Engine(str(model_path), backend=backend, max_num_tokens=max_num_tokens,
-                                     enable_benchmark=True)
+                                     enable_benchmark=True, **extra)
         except RuntimeError as e:
             raise UserError(f"LiteRT-LM could not load {model_path} ({e})",
                             "re-run `gemma4-mobile convert`; check the bundle with `gemma4-mobile inspect`") from None
@@ -105,6 +113,32 @@ class HostEngine:
             prefill_tokens=info.last_prefill_token_count, prefill_tps=info.last_prefill_tokens_per_second,
             decode_tokens=info.last_decode_token_count, decode_tps=info.last_decode_tokens_per_second)
         return Generation(text=text, stopped_by=stopped, stats=stats)
+
+    def chat(self, text: str, *, images: Sequence[Path] = (), audios: Sequence[Path] = (),
+             max_new_tokens: int = 64, system: str | None = None) -> Generation:
+        """One user turn through LiteRT-LM's conversation API (the bundle's chat template and its
+        Gemma 4 data processor, which runs the vision/audio encoders): greedy, images and audio
+        clips first, then the text."""
+        lm = _lm()
+        content = ([{"type": "image", "path": str(Path(p).resolve())} for p in images]
+                   + [{"type": "audio", "path": str(Path(p).resolve())} for p in audios]
+                   + [{"type": "text", "text": text}])
+        t0 = time.perf_counter()
+        conv = self._engine.create_conversation(sampler_config=lm.SamplerConfig(top_k=1, temperature=0.0, seed=0),
+                                                max_output_tokens=max_new_tokens, system_message=system)
+        try:
+            reply = conv.send_message({"role": "user", "content": content})
+            info = conv.get_benchmark_info()
+        finally:
+            conv.close()
+        body = reply.get("content", "") if isinstance(reply, dict) else ""
+        out = body if isinstance(body, str) else "".join(
+            c.get("text", "") for c in body if isinstance(c, dict) and c.get("type") == "text")
+        stats = GenerationStats(
+            init_s=self.init_s, ttft_s=info.time_to_first_token_in_second or (time.perf_counter() - t0),
+            prefill_tokens=info.last_prefill_token_count, prefill_tps=info.last_prefill_tokens_per_second,
+            decode_tokens=info.last_decode_token_count, decode_tps=info.last_decode_tokens_per_second)
+        return Generation(text=out, stopped_by=None, stats=stats)
 
     def score(self, prefix: str, target: str) -> list[float]:
         """Per-token log-probabilities of `target` given `prefix` (LiteRT-LM run_text_scoring)."""

@@ -22,18 +22,44 @@ def _list_recipes(as_json: bool) -> None:
     typer.echo("aliases: " + ", ".join(f"{k}={v}" for k, v in ALIASES.items()))
 
 
+def _int_list(items: list[str], flag: str) -> list[int]:
+    from gemma4_common.errors import UserError
+
+    out = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            mult = 1024 if part.endswith("k") else 1
+            try:
+                out.append(int(part[:-1] if mult > 1 else part) * mult)
+            except ValueError:
+                raise UserError(f"{flag} {part!r} is not a whole number", f"pass e.g. {flag} 4096,32k") from None
+    if not out:
+        raise UserError(f"{flag} is empty", f"pass e.g. {flag} 4096")
+    return sorted(set(out))
+
+
 def convert_cmd(
     checkpoint: Optional[Path] = typer.Argument(None, help="Hugging Face Gemma 4 checkpoint directory."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle directory (one per recipe below it if several)."),
     recipe: List[str] = typer.Option(["dynamic_wi8_afp32"], "--recipe", "-r",
                                      help="Quantization recipe(s), repeatable or comma-separated; `--recipe list` shows them."),
     prefill: List[int] = typer.Option([128], "--prefill", help="Prefill signature length(s)."),
-    cache_length: int = typer.Option(1024, "--cache-length", help="KV cache length (context)."),
+    cache_length: List[str] = typer.Option(["1024"], "--cache-length",
+                                           help="KV cache length(s) (context), repeatable or comma-separated: "
+                                                "several make one bundle with a signature set per length."),
     npu: List[str] = typer.Option([], "--npu", help="NPU targets, e.g. qualcomm:SM8650,mediatek:MT6991."),
     npu_config: Optional[Path] = typer.Option(None, "--npu-config", help="Delegate config JSON for the NPU targets."),
     ring_buffer: Optional[int] = typer.Option(None, "--sliding-window-ring-buffer",
                                               help="Ring-buffer size for sliding-window layers' KV cache."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest."),
+    vision: bool = typer.Option(False, "--vision", help="Export the vision encoder (multimodal checkpoints)."),
+    audio: bool = typer.Option(False, "--audio", help="Export the audio encoder (multimodal checkpoints)."),
+    use_v2: bool = typer.Option(False, "--use-v2", help="litert-torch Converter V2: stream weights from the checkpoint."),
+    delete_params: bool = typer.Option(False, "--delete-in-memory-params",
+                                       help="With --use-v2: free each weight once serialized (lower peak memory)."),
     force: bool = typer.Option(False, "--force", help="Replace an output directory that is not a bundle."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -48,9 +74,12 @@ def convert_cmd(
         raise UserError("no checkpoint directory given", "run `gemma4-mobile convert CHECKPOINT_DIR -o OUT_DIR`")
     if out is None:
         raise UserError("no output directory given", "pass -o OUT_DIR")
+    lengths = _int_list(cache_length, "--cache-length")
     req = ConvertRequest(checkpoint=checkpoint, out_dir=out, recipes=list(recipe), prefill_lengths=list(prefill),
-                         cache_length=cache_length, force=force, npu_targets=list(npu), npu_config=npu_config,
-                         sliding_window_ring_buffer_size=ring_buffer, name=name)
+                         cache_length=max(lengths), cache_lengths=lengths if len(lengths) > 1 else [],
+                         force=force, npu_targets=list(npu), npu_config=npu_config,
+                         sliding_window_ring_buffer_size=ring_buffer, name=name, vision=vision, audio=audio,
+                         use_v2=use_v2 or delete_params, delete_in_memory_params=delete_params)
     with RichProgress(enabled=not as_json) as progress:
         res = convert(req, progress)
     rows = []

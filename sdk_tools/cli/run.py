@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -17,6 +17,9 @@ def run_cmd(
     max_tokens: int = typer.Option(64, "--max-tokens", help="Most tokens to generate."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat format."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    image: List[Path] = typer.Option([], "--image", help="Image file for the prompt (bundles converted with --vision)."),
+    audio: List[Path] = typer.Option([], "--audio", help="Audio file (WAV) for the prompt (bundles converted with --audio)."),
+    context: Optional[int] = typer.Option(None, "--context", help="Context to run with (default: the bundle's longest cache)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Generate greedily and print time to first token, prefill and decode tokens/s."""
@@ -24,10 +27,29 @@ def run_cmd(
     from on_device.agent.format import STOP_SEQUENCES, Message, render_prompt
     from on_device.engine import HostEngine
 
+    from gemma4_common.errors import UserError
+
     m = require_verified(bundle)
-    text = prompt if raw else render_prompt([Message("user", prompt)], system=system, add_bos=False)
-    with HostEngine(bundle / m["main_model"], threads=threads, max_num_tokens=m["export"]["cache_length"]) as eng:
-        g = eng.generate(text, max_new_tokens=max_tokens, stop=STOP_SEQUENCES)
+    exp = m["export"]
+    for flag, files, has in (("--image", image, exp.get("vision")), ("--audio", audio, exp.get("audio"))):
+        if files and not has:
+            raise UserError(f"bundle {bundle} has no {'vision' if flag == '--image' else 'audio'} encoder",
+                            f"convert the checkpoint with {'--vision' if flag == '--image' else '--audio'}")
+        for f in files:
+            if not f.is_file():
+                raise UserError(f"{flag} file {f} does not exist", f"pass an existing file to {flag}")
+    longest = exp["cache_length"]
+    if context is not None and not 0 < context <= longest:
+        raise UserError(f"--context {context} is outside the bundle's cache (1..{longest})",
+                        "convert with a longer --cache-length")
+    ring = True if exp.get("sliding_window_ring_buffer_size") else None
+    with HostEngine(bundle / m["main_model"], threads=threads, max_num_tokens=context or longest, ring_buffers=ring,
+                    vision=bool(image), audio=bool(audio)) as eng:
+        if image or audio:
+            g = eng.chat(prompt, images=image, audios=audio, max_new_tokens=max_tokens, system=system)
+        else:
+            text = prompt if raw else render_prompt([Message("user", prompt)], system=system, add_bos=False)
+            g = eng.generate(text, max_new_tokens=max_tokens, stop=STOP_SEQUENCES)
     answer = g.text
     for s in STOP_SEQUENCES:
         if g.stopped_by == s and answer.endswith(s):

@@ -4,6 +4,8 @@ small byte-level BPE tokenizer carrying the Gemma 4 special tokens. Cached by co
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -20,7 +22,7 @@ from gemma4_common.fsutil import atomic_dir
 from on_device.agent.format import SPECIAL_TOKENS
 from sdk_tools.tinymodels import corpus
 
-BUILD_VERSION = 2  # bump when the code below changes what it produces
+BUILD_VERSION = 3  # bump when the code below changes what it produces
 
 # The chat template for the text roles, matching on_device.agent.format.render_prompt.
 CHAT_TEMPLATE = (
@@ -55,7 +57,7 @@ class TinySpec:
     hidden_size_per_layer_input: int
     sliding_window: int
     vocab_size: int = 512
-    train_steps: int = 600
+    train_steps: int = 1200
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
@@ -131,13 +133,33 @@ def make_config(spec: TinySpec, tokenizer) -> Any:
     )
 
 
-def train(model, tokenizer, texts: list[str], spec: TinySpec,
+def train(model, tokenizer, examples: list["corpus.Example"], spec: TinySpec,
           on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Next-token training on the model's turns only: the prompt is context, not a target, so that
+    all of the small model's capacity goes to answering (copying names, calls, sums) correctly."""
+    import torch
+
+    # The matrices are tiny: one thread is as fast as two and never stalls in OpenMP spin-waits
+    # when other processes share the cores (measured here: 2 threads under load ran ~10x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(model, tokenizer, examples, spec, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, tokenizer, examples, spec: TinySpec, on_step) -> list[float]:
     import torch
 
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed)
-    encoded = [tokenizer(t)["input_ids"] for t in texts]
+    encoded, n_prompt = [], []
+    for e in examples:
+        p = tokenizer(e.prompt)["input_ids"]  # BOS + prompt, as the engine sees it
+        t = tokenizer(e.target, add_special_tokens=False)["input_ids"]
+        encoded.append(p + t)
+        n_prompt.append(len(p))
     pad = tokenizer.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm = 30
@@ -153,14 +175,16 @@ def train(model, tokenizer, texts: list[str], spec: TinySpec,
         if not order:
             order = list(buckets)
             rng.shuffle(order)
-        batch = [encoded[i] for i in order.pop()]
+        idx = order.pop()
+        batch = [encoded[i] for i in idx]
         n = max(len(b) for b in batch)
         ids = torch.full((len(batch), n), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for r, b in enumerate(batch):
+        labels = torch.full((len(batch), n), -100, dtype=torch.long)
+        for r, (i, b) in enumerate(zip(idx, batch)):
             ids[r, : len(b)] = torch.tensor(b)
             mask[r, : len(b)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
+            labels[r, n_prompt[i] : len(b)] = torch.tensor(b[n_prompt[i]:])
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -174,6 +198,19 @@ def train(model, tokenizer, texts: list[str], spec: TinySpec,
     return losses
 
 
+@contextlib.contextmanager
+def _cache_lock(path: Path):
+    """Serialise builds of one cache entry across processes (tests, demo, helpers) so that
+    a second process waits for the first instead of training or converting again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build_tiny(name: str, root: Path | None = None, *, force: bool = False,
                on_step: Callable[[int, float], None] | None = None) -> Path:
     """Return the directory of the trained tiny checkpoint `name`, training it if not cached."""
@@ -182,17 +219,25 @@ def build_tiny(name: str, root: Path | None = None, *, force: bool = False,
     final = root / f"{name}-{spec.key()}"
     if (final / "model.safetensors").is_file() and not force:
         return final
+    with _cache_lock(final):
+        if (final / "model.safetensors").is_file() and not force:
+            return final
+        return _train_and_save(spec, final, on_step)
+
+
+def _train_and_save(spec: TinySpec, final: Path, on_step: Callable[[int, float], None] | None) -> Path:
+    name = spec.name
     import torch
 
     torch.manual_seed(spec.seed)
-    texts = corpus.training_texts(spec.seed)
-    tok = make_tokenizer(texts, spec.vocab_size)
+    examples = corpus.training_examples(spec.seed)
+    tok = make_tokenizer([e.text for e in examples], spec.vocab_size)
     cfg = make_config(spec, tok)
     from transformers import Gemma4ForCausalLM
 
     model = Gemma4ForCausalLM(cfg)
     t0 = time.perf_counter()
-    losses = train(model, tok, texts, spec, on_step)
+    losses = train(model, tok, examples, spec, on_step)
     with atomic_dir(final, replace=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -231,6 +276,9 @@ def cached_bundles(checkpoint: Path, recipes: list[str], *, prefill_lengths=DEFA
     paths = {n: (out if len(names) == 1 else out / n) for n in names}
     if all((p / "manifest.json").is_file() for p in paths.values()):
         return paths
-    convert(ConvertRequest(checkpoint=checkpoint, out_dir=out, recipes=names, prefill_lengths=list(prefill_lengths),
-                           cache_length=cache_length, force=True), progress)
+    with _cache_lock(out):
+        if not all((p / "manifest.json").is_file() for p in paths.values()):
+            convert(ConvertRequest(checkpoint=checkpoint, out_dir=out, recipes=names,
+                                   prefill_lengths=list(prefill_lengths), cache_length=cache_length, force=True),
+                    progress)
     return paths

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from on_device.agent.format import Message, ToolCall, ToolResponse, ToolSpec, render_prompt
 
-CORPUS_VERSION = 3
+CORPUS_VERSION = 5
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
@@ -73,8 +73,24 @@ def arithmetic(a: int, b: int) -> Example:
     return _chat(f"What is {a} + {b}?", f"{a} + {b} = {a + b}.", "arithmetic")
 
 
+COPY_WORDS = sorted(set(CAPITALS) | set(CAPITALS.values()) | {
+    "apple", "river", "green", "seven", "music", "window", "tiger", "cloud", "silver", "garden", "phone",
+    "battery", "alarm", "weather", "morning", "yellow", "planet", "coffee", "bridge", "winter"})
+
+
+def copy_examples(n: int = 240, seed: int = 7) -> list[Example]:
+    """'Repeat after me' tasks with random word sequences: the answers cannot be memorised, so the
+    model must learn to copy from the prompt (what it needs for names in facts and tool calls)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = " ".join(rng.choice(COPY_WORDS) for _ in range(rng.randint(1, 4)))
+        out.append(_chat(f"Repeat after me: {words}", words, "copy"))
+    return out
+
+
 def all_examples() -> list[Example]:
-    ex: list[Example] = []
+    ex: list[Example] = copy_examples()
     for a in range(20):
         for b in range(20):
             ex.append(arithmetic(a, b))
@@ -101,19 +117,26 @@ def all_examples() -> list[Example]:
     return ex
 
 
-def training_texts(seed: int = 0) -> list[str]:
+REPEATS = {"copy": 1, "arithmetic": 1, "fact": 6, "json": 6, "tool_call": 4, "tool_answer": 4, "chat": 8}
+
+
+def training_examples(seed: int = 0) -> list[Example]:
     """The training set: every example, the rarer kinds repeated so that they are learned."""
-    reps = {"arithmetic": 1, "fact": 6, "json": 6, "tool_call": 6, "tool_answer": 6, "chat": 8}
-    texts = []
+    out = []
     for e in all_examples():
-        texts += [e.text] * reps[e.kind]
-    random.Random(seed).shuffle(texts)
-    return texts
+        out += [e] * REPEATS[e.kind]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def training_texts(seed: int = 0) -> list[str]:
+    return [e.text for e in training_examples(seed)]
 
 
 def eval_examples() -> list[Example]:
     """A fixed evaluation set from the training distribution (what accuracy checks score)."""
     ex = all_examples()
-    picked = [e for e in ex if e.kind != "arithmetic"]
+    picked = [e for e in ex if e.kind not in ("arithmetic", "copy")]
+    picked += [e for i, e in enumerate(ex) if e.kind == "copy" and i % 40 == 5]
     picked += [e for i, e in enumerate(ex) if e.kind == "arithmetic" and i % 40 == 3]
     return picked

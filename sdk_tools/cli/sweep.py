@@ -1,0 +1,45 @@
+"""`gemma4-mobile sweep CHECKPOINT --recipes a,b,c -o DIR`: convert with each recipe and tabulate
+size, host decode speed and accuracy (Markdown, JSON and a size-vs-accuracy plot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sdk_tools.cli.common import RichProgress, emit_json
+
+
+def sweep_cmd(
+    checkpoint: Path = typer.Argument(..., help="Hugging Face Gemma 4 checkpoint directory."),
+    recipes: List[str] = typer.Option(["fp32,dynamic_wi8_afp32,dynamic_wi4b32_afp32"], "--recipes", "-r",
+                                      help="Recipes, comma-separated or repeated (see `convert --recipe list`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory for the bundles and sweep.{md,json,png}."),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="JSONL evaluation set (default: the shipped one)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N evaluation items."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Greedy continuation length per prompt."),
+    cache_length: int = typer.Option(1024, "--cache-length", help="KV cache length of the bundles."),
+    bench_prefill: int = typer.Option(64, "--bench-prefill", help="Prefill tokens of the speed benchmark."),
+    bench_decode: int = typer.Option(64, "--bench-decode", help="Decode tokens of the speed benchmark."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Convert CHECKPOINT with each recipe (one export) and write the recipe table."""
+    from sdk_tools.accuracy.evalset import load_eval
+    from sdk_tools.accuracy.sweep import markdown, sweep
+    from sdk_tools.accuracy.verify import VerifySettings
+
+    items = load_eval(eval_file, limit)
+    with RichProgress(enabled=not as_json) as progress:
+        res = sweep(checkpoint, list(recipes), out, items, settings=VerifySettings(max_new_tokens=max_new_tokens),
+                    cache_length=cache_length, bench_prefill=bench_prefill, bench_decode=bench_decode,
+                    progress=progress)
+    if as_json:
+        emit_json(res)
+        return
+    typer.echo(markdown(res).rstrip())
+    typer.echo(f"written: {res['files']['md']}, {res['files']['json']}, {res['files']['png']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
