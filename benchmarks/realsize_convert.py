@@ -89,6 +89,12 @@ def write_checkpoint(tc: dict, out: Path) -> int:
                 block = torch.randn(min(step, rows - r), cols, generator=gen).mul_(0.02).to(torch.bfloat16)
                 f.write(block.view(torch.int16).numpy().tobytes())
     cfg.save_pretrained(out)
+    # transformers 5.24 picks a grouped-mm experts implementation by default, which litert-torch's
+    # patched Gemma 4 model refuses; Converter V2 in turn refuses litert-torch's
+    # moe_exports_implementation override, so the checkpoint names the (no-op, dense) eager one.
+    c = json.loads((out / "config.json").read_text())
+    c["experts_implementation"] = "eager"
+    (out / "config.json").write_text(json.dumps(c, indent=2))
     # The tiny models' byte-level BPE tokenizer (with the Gemma 4 specials): conversion only packages it.
     from sdk_tools.tinymodels import build, corpus
 

@@ -49,7 +49,6 @@ class ExportOptions:
         kw: dict[str, Any] = dict(
             prefill_lengths=list(self.prefill_lengths),
             cache_length=max(lengths),
-            moe_exports_implementation=MOE_EXPORTS_IMPLEMENTATION,
             bundle_litert_lm=True,
             # litert-torch quantizes to int8 by default; we export float once and apply each
             # recipe ourselves (quantize_artifacts).
@@ -57,6 +56,9 @@ class ExportOptions:
             vision_encoder_quantization_recipe="none",
             audio_encoder_quantization_recipe="none",
         )
+        if not self.use_v2:
+            # Converter V2 refuses the option (it only concerns models with experts).
+            kw["moe_exports_implementation"] = MOE_EXPORTS_IMPLEMENTATION
         if len(lengths) > 1:
             kw["cache_lengths"] = lengths
         if self.externalize_embedder and not self.multimodal:

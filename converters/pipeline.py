@@ -141,22 +141,52 @@ def _third_party_step(what: str, log: Path) -> Iterator[None]:
         raise UserError(f"{what} failed ({first})", f"last log lines: {log_tail(log)}") from None
 
 
-def convert(req: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
+@dataclass
+class _Plan:
+    info: CheckpointInfo
+    recipes: list[Recipe]
+    targets: list[Path]
+    npu_specs: list[Any]
+    src_hash: str
+
+
+def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: bool = True) -> ConvertResult:
+    """Validate here (fast, one-line errors), then produce the bundles.
+
+    With `isolate` (the default) export, quantization and packaging run in a child process: their
+    native code can end the process outright (LLVM's fatal errors call exit(1) on a failed write),
+    and only a parent that survives can remove the partial work and say what happened.
+    """
     progress = progress or Progress()
     with progress.step("validate checkpoint"):
         info, recipes = _validate(req)
         targets = bundle_paths(req, recipes)
         _check_out_dir(req, targets)
-        npu_specs = _parse_npu(req.npu_targets)
-        src_hash = checkpoint_hash(req.checkpoint)
+        plan = _Plan(info=info, recipes=recipes, targets=targets, npu_specs=_parse_npu(req.npu_targets),
+                     src_hash=checkpoint_hash(req.checkpoint))
     progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
                   f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
-    parent = req.out_dir.parent if len(targets) == 1 else req.out_dir
+    if not isolate:
+        return _produce(req, plan, progress)
+    from converters.isolation import run_isolated
+
+    return run_isolated(_produce, req, plan, progress, work_parent=_work_parent(req, targets))
+
+
+def _work_parent(req: ConvertRequest, targets: list[Path]) -> Path:
+    return req.out_dir.parent if len(targets) == 1 else req.out_dir
+
+
+def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=None) -> ConvertResult:
+    info, recipes, targets, npu_specs, src_hash = plan.info, plan.recipes, plan.targets, plan.npu_specs, plan.src_hash
+    parent = _work_parent(req, targets)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".g4m-convert-", dir=parent))
     except OSError as e:
         raise _disk_error(e, req.out_dir) from None
+    if on_work_dir is not None:
+        on_work_dir(work)
     log = work / "export.log"
     lengths = req.all_cache_lengths()
     opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=max(lengths),

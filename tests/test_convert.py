@@ -139,7 +139,7 @@ def test_manifest_and_inspect(e2b_bundles, tiny_e2b):
         assert {"LlmMetadataProto", "TFLiteModel"} <= kinds
         assert any(s["model_type"] == "tf_lite_prefill_decode" for s in data["litertlm"]["sections"])
     assert sizes["dynamic_wi8_afp32"] < sizes["fp32"] * 0.45
-    assert sizes["dynamic_wi4b32_afp32"] < sizes["dynamic_wi8_afp32"]
+    assert sizes["dynamic_wi4c_afp32"] < sizes["dynamic_wi8_afp32"]
 
 
 def test_inspect_detects_tampering(e2b_int8_bundle, tmp_path):

@@ -1,5 +1,7 @@
-"""Long context: one bundle with several cache and prefill lengths, and sliding-window ring buffers;
-each loads on the host's LiteRT-LM engine and generates; the planner accounts for the ring buffer."""
+"""Long context: a long cache with several prefill lengths loads and generates past the sliding window;
+several cache lengths in one bundle and sliding-window ring buffers are exported as litert-torch
+offers them, and the two places where these library versions stop are pinned as strict xfails
+(so that an upgrade that fixes them shows up); the planner accounts for ring buffers."""
 
 from __future__ import annotations
 
@@ -24,12 +26,22 @@ def multi_cache_bundle(tiny_e2b, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ring_bundle(tiny_e2b, tmp_path_factory):
-    out = tmp_path_factory.mktemp("longctx") / "ring"
-    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "2048",
-              "--sliding-window-ring-buffer", "192", "--json")
+def long_bundle(tiny_e2b, tmp_path_factory):
+    """One 2K cache (32x the tiny models' 64-token window), prefill signatures of 32 and 128."""
+    out = tmp_path_factory.mktemp("longctx") / "long"
+    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "2k",
+              "--prefill", "32", "--prefill", "128", "--json")
     assert res.code == 0, res.err
     return out
+
+
+MULTI_CACHE_XFAIL = pytest.mark.xfail(strict=True, reason=(
+    "LiteRT-LM 0.18.1's CPU executor looks up the signature 'decode' (llm_litert_compiled_model_executor.cc:2202: "
+    "'Signature not found: decode'); litert-torch names them decode_cache_<N> when there are several cache lengths"))
+RING_XFAIL = pytest.mark.xfail(strict=True, reason=(
+    "litert-torch 0.10.0 builds ring-buffer KV caches only on its GPU-composite path (core/cache.py: "
+    "apply_gpu_composites and enable_ring_buffer); the CPU export fails tracing the mask "
+    "('Attempting to broadcast a dimension of length 192 ... broadcastable to [1, 1, 4, 193]')"))
 
 
 def _sig_names(model_path):
@@ -55,6 +67,7 @@ def test_multi_cache_manifest_and_signatures(multi_cache_bundle):
         assert {f"prefill_32_cache_{c}", f"prefill_128_cache_{c}", f"decode_cache_{c}"} <= sigs, sigs
 
 
+@MULTI_CACHE_XFAIL
 @pytest.mark.parametrize("context", [256, 2048])
 def test_multi_cache_generates_at_each_context(multi_cache_bundle, context):
     res = cli("run", multi_cache_bundle, "--prompt", "What is the capital of France?", "--context", str(context),
@@ -63,26 +76,34 @@ def test_multi_cache_generates_at_each_context(multi_cache_bundle, context):
     assert res.json()["response"] == ANSWER
 
 
-def test_multi_cache_long_prompt(multi_cache_bundle):
-    res = cli("run", multi_cache_bundle, "--prompt", LONG_PROMPT, "--json", "--max-tokens", "16")
+def test_long_cache_generates(long_bundle):
+    m = json.loads((long_bundle / "manifest.json").read_text())
+    assert m["export"]["cache_length"] == 2048 and m["export"]["prefill_lengths"] == [32, 128]
+    assert {"prefill_32", "prefill_128", "decode"} <= _sig_names(long_bundle / "model.litertlm")
+    res = cli("run", long_bundle, "--prompt", "What is the capital of France?", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["response"] == ANSWER
+    # a prompt longer than the sliding window: the sliding layers mask, the full layers see it all
+    res = cli("run", long_bundle, "--prompt", LONG_PROMPT, "--json", "--max-tokens", "16")
     assert res.code == 0, res.err
     d = res.json()
     assert d["prefill_tokens"] > 64 and d["decode_tokens"] > 0
+    # a shorter context than the cache is accepted; one beyond it is refused
+    assert cli("run", long_bundle, "--prompt", "hi", "--context", "512", "--max-tokens", "2").code == 0
+    assert_one_line_error(cli("run", long_bundle, "--prompt", "hi", "--context", "4096"), "outside")
 
 
-def test_context_outside_cache_refused(multi_cache_bundle):
-    assert_one_line_error(cli("run", multi_cache_bundle, "--prompt", "hi", "--context", "4096"), "outside")
-
-
-def test_ring_buffer_bundle_generates(ring_bundle, multi_cache_bundle):
+@RING_XFAIL
+def test_ring_buffer_bundle_generates(tiny_e2b, long_bundle, tmp_path):
+    ring_bundle = tmp_path / "ring"
+    res = cli("convert", tiny_e2b, "-o", ring_bundle, "-r", "int8", "--cache-length", "2048",
+              "--sliding-window-ring-buffer", "192", "--json")
+    assert res.code == 0, res.err
     m = json.loads((ring_bundle / "manifest.json").read_text())
     assert m["export"]["sliding_window_ring_buffer_size"] == 192
-    res = cli("run", ring_bundle, "--prompt", "What is the capital of France?", "--json")
-    assert res.code == 0, res.err
-    assert res.json()["response"] == ANSWER
     # Past the sliding window the ring buffer must attend to the same tokens as the full cache.
     ring = cli("run", ring_bundle, "--prompt", LONG_PROMPT, "--json", "--max-tokens", "16")
-    full = cli("run", multi_cache_bundle, "--prompt", LONG_PROMPT, "--json", "--max-tokens", "16")
+    full = cli("run", long_bundle, "--prompt", LONG_PROMPT, "--json", "--max-tokens", "16")
     assert ring.code == 0 and full.code == 0, (ring.err, full.err)
     assert ring.json()["response"] == full.json()["response"]
 

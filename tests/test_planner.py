@@ -136,12 +136,10 @@ def test_plan_cli(tmp_path):
 
 def test_plan_device_serial(emulator):
     """--device reads MemAvailable from the device (the emulator reports its profile's budget)."""
-    from on_device.emulator.profiles import load_profile
-
     res = cli("plan", "-m", "e2b", "-r", "int4", "-c", "4096", "--device", emulator.serial, "--json")
     assert res.code == 0, res.err
     d = res.json()
-    assert d["budget_bytes"] // 1024 == load_profile(emulator.profile).ram_budget_bytes // 1024
+    assert d["budget_bytes"] // 1024 == emulator.config.profile.ram_budget_bytes // 1024
     assert d["fits"] is True
 
 

@@ -98,8 +98,8 @@ def test_bundle_logprobs_match_pytorch(tiny_e2b, e2b_bundles):
     mean = {r: statistics.fmean(v) for r, v in d.items()}
     assert mean["fp32"] < FLOAT_MEAN and max(d["fp32"]) < FLOAT_MAX, (mean, max(d["fp32"]))
     assert mean["dynamic_wi8_afp32"] < INT8_MEAN, mean
-    assert mean["dynamic_wi4b32_afp32"] < INT4_MEAN, mean
+    assert mean["dynamic_wi4c_afp32"] < INT4_MEAN, mean
     # ordered as expected: the fewer bits, the further from the float model
-    assert mean["fp32"] < mean["dynamic_wi8_afp32"] < mean["dynamic_wi4b32_afp32"], mean
+    assert mean["fp32"] < mean["dynamic_wi8_afp32"] < mean["dynamic_wi4c_afp32"], mean
     sizes = {r: (b / "model.litertlm").stat().st_size for r, b in e2b_bundles.items()}
-    assert sizes["dynamic_wi4b32_afp32"] < sizes["dynamic_wi8_afp32"] < sizes["fp32"]
+    assert sizes["dynamic_wi4c_afp32"] < sizes["dynamic_wi8_afp32"] < sizes["fp32"]

@@ -30,6 +30,9 @@ class RichProgress:
                 from rich.progress import (BarColumn, Progress as RP, SpinnerColumn, TextColumn,
                                            TimeElapsedColumn, TransferSpeedColumn)
 
+                # Bars are for people at a terminal; in pipes and CI logs they are noise around
+                # the results and the one-line errors.
+                enabled = enabled and err_console.is_terminal
                 self.enabled = enabled
                 self._rp = RP(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                               TransferSpeedColumn(), TimeElapsedColumn(), console=err_console,

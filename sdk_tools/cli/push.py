@@ -31,7 +31,7 @@ class _Amount(ProgressColumn):
 
 def rich_bar() -> RichBar:
     return RichBar(TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn(),
-                   console=err_console, transient=False)
+                   console=err_console, transient=False, disable=not err_console.is_terminal)
 
 
 class RichProgress(Progress):

@@ -5,7 +5,9 @@ extractor saved so that litert-torch can export the encoders. Cached by content 
 
 Shapes litert-torch's Gemma 4 encoder export fixes (so the tiny towers keep them): the vision
 adapter's sample input is as wide as one 16x16x3 patch (768), so the vision hidden size is 768; the
-audio encoder takes 128 mel bins and its adapter 1536-wide features, so output_proj_dims is 1536.
+audio encoder takes 128 mel bins and its adapter 1536-wide features, so output_proj_dims is 1536;
+transformers sizes the audio input projection from subsampling_conv_channels[0] // 4 (it assumes the
+first conv has as many channels as there are mel bins), so that stays 128.
 Everything else (layers, MLP widths, positions) is small.
 """
 
@@ -51,7 +53,7 @@ TEXT = dict(hidden_size=64, num_hidden_layers=10, num_attention_heads=4, num_key
 VISION = dict(hidden_size=768, intermediate_size=128, num_hidden_layers=1, num_attention_heads=12,
               num_key_value_heads=12, head_dim=64, patch_size=16, pooling_kernel_size=3,
               position_embedding_size=256, use_clipped_linears=True, standardize=False)
-AUDIO = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[16, 8],
+AUDIO = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[128, 8],
              conv_kernel_size=5, attention_chunk_size=12, attention_context_left=13, attention_context_right=0,
              output_proj_dims=1536, residual_weight=0.5, use_clipped_linears=True)
 VOCAB = 512
