@@ -11,6 +11,10 @@
 - `managed_emulator(**kw)`: a factory starting emulators as background processes through the
   manager (as `gemma4-mobile emulator start` does; kw as `manager.start`), with GEMMA4_MOBILE_HOME
   in a temp dir; returns an EmulatorRecord (.serial, .port, .pid, .root) and stops them at the end.
+- `runner_file`: the emulator's runner binary in tmp_path, to pass as `--runner` / `runner=`.
+- `isolated_adb_key`: ANDROID_USER_HOME in a session temp dir (the adb key stays out of ~/.android);
+  `isolated_device_env`: that, plus GEMMA4_MOBILE_HOME in tmp_path and no G4M_DEVICES. Test modules
+  that talk to devices use one with `pytestmark = pytest.mark.usefixtures(...)`.
 - `RawAdb(port)`: a bare ADB host for protocol-level tests.
 
 Use from tests/conftest.py with `pytest_plugins = ["conftest_emulator"]` (tests/ is on sys.path) or
@@ -31,18 +35,39 @@ from pathlib import Path
 import pytest
 
 from on_device.emulator import EmulatorConfig, EmulatorServer, load_profile
+from on_device.emulator.server import free_port
 
 ADB = shutil.which("adb")
 
 
-def free_port() -> int:
-    """A free loopback port outside 5554-5585 (a local adb server claims those)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 5554 <= port <= 5585:
-            return port
+@pytest.fixture
+def runner_file(tmp_path) -> Path:
+    """The emulator's runner file (what `litert_lm_main` is on a phone), executable, in tmp_path."""
+    from on_device.runner_contract import RUNNER_NAME, emulator_runner_bytes
+
+    p = tmp_path / RUNNER_NAME
+    p.write_bytes(emulator_runner_bytes())
+    p.chmod(0o755)
+    return p
+
+
+@pytest.fixture(scope="session")
+def adb_user_home(tmp_path_factory) -> Path:
+    """One ANDROID_USER_HOME for the session, so the adb key is made once and never in ~/.android."""
+    return tmp_path_factory.mktemp("android-user-home")
+
+
+@pytest.fixture
+def isolated_adb_key(adb_user_home, monkeypatch):
+    """Keep the adb key (created on first use) out of the user's ~/.android."""
+    monkeypatch.setenv("ANDROID_USER_HOME", str(adb_user_home))
+
+
+@pytest.fixture
+def isolated_device_env(isolated_adb_key, tmp_path, monkeypatch):
+    """The adb key as above, a fresh GEMMA4_MOBILE_HOME, and no remembered serials from the user."""
+    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "g4m-home"))
+    monkeypatch.delenv("G4M_DEVICES", raising=False)
 
 
 def make_emulator(root: Path, profile: str = "galaxy-s24", **kw) -> EmulatorServer:

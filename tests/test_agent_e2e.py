@@ -15,7 +15,7 @@ from helpers import assert_one_line_error, cli
 from on_device.agent import AgentLoop, Message, ToolRegistry, render_prompt
 from on_device.agent.constrained import generate_json
 from on_device.agent.host import HostTextEngine, RunnerTextEngine, cut_at_stop
-from on_device.runner_contract import RUNNER_NAME, RunnerResult, emulator_runner_bytes
+from on_device.runner_contract import RunnerResult
 from sdk_tools.tinymodels import corpus
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "on_device" / "agent" / "examples"
@@ -69,14 +69,6 @@ class WeakModel:
 
     def choose(self, text: str, options: list[str]) -> int | None:
         return self.rnd.randrange(len(options)) if self.can_score else None
-
-
-@pytest.fixture
-def runner_file(tmp_path) -> Path:
-    p = tmp_path / RUNNER_NAME
-    p.write_bytes(emulator_runner_bytes())
-    p.chmod(0o755)
-    return p
 
 
 @pytest.fixture(scope="module")

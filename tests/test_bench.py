@@ -17,19 +17,10 @@ from on_device.runner_contract import RunnerInvocation
 from sdk_tools.bench import BenchSettings, bench, percentile, run_runner, summarize
 from sdk_tools.deploy import deploy
 from sdk_tools.devices.tcp import TcpDevice
-from test_deploy import DEV_DIR, fake_runner, make_bundle, runner_file  # noqa: F401  (fixture)
+from test_deploy import DEV_DIR, fake_runner, make_bundle
 
 
-@pytest.fixture(scope="session")
-def _adb_user_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("android-user-home")
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(_adb_user_home, tmp_path, monkeypatch):
-    monkeypatch.setenv("ANDROID_USER_HOME", str(_adb_user_home))
-    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "g4m-home"))
-    monkeypatch.delenv("G4M_DEVICES", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
 
 def test_percentile_and_summary():
@@ -42,7 +33,7 @@ def test_percentile_and_summary():
         BenchSettings(runs=0).validate()
 
 
-def test_bench_summary_and_results(emulator_factory, tmp_path, runner_file):  # noqa: F811
+def test_bench_summary_and_results(emulator_factory, tmp_path, runner_file):
     emu = emulator_factory("galaxy-s24", runner=fake_runner(decode=100.0, prefill=400.0))
     bundle = make_bundle(tmp_path)
     with TcpDevice(emu.serial) as dev:
@@ -60,12 +51,12 @@ def test_bench_summary_and_results(emulator_factory, tmp_path, runner_file):  # 
     json.dumps(res)  # serialisable as is
 
 
-def _deployed(emu, tmp_path, runner_file):  # noqa: F811
+def _deployed(emu, tmp_path, runner_file):
     dev = TcpDevice(emu.serial)
     return dev, deploy(dev, make_bundle(tmp_path), runner=runner_file, device_dir=DEV_DIR)
 
 
-def test_runner_failures(emulator_factory, tmp_path, runner_file):  # noqa: F811
+def test_runner_failures(emulator_factory, tmp_path, runner_file):
     def garbage(argv, ctx):
         ctx.stdout(b"loading...\nsomething unexpected happened\nbye\n")
         return 0
@@ -98,13 +89,13 @@ def test_runner_failures(emulator_factory, tmp_path, runner_file):  # noqa: F811
             run_runner(dev, d, inv(d))
 
 
-def test_bench_npu_on_device_without_npu_model(emulator_factory, tmp_path, runner_file):  # noqa: F811
+def test_bench_npu_on_device_without_npu_model(emulator_factory, tmp_path, runner_file):
     emu = emulator_factory("galaxy-s24", runner=fake_runner())
     with TcpDevice(emu.serial) as dev, pytest.raises(UserError, match="--backend npu is not available"):
         bench(dev, make_bundle(tmp_path), BenchSettings(backend="npu", runs=1, warmup=0), runner=runner_file)
 
 
-def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file, capsys):  # noqa: F811
+def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file, capsys):
     from sdk_tools.cli.app import main
 
     # All three must be inside their first run at once: proof that the fleet runs in parallel.
@@ -170,7 +161,7 @@ def test_bench_end_to_end_tiny_bundle(emulator, e2b_int8_bundle, tmp_path, capsy
     assert rc == 2 and err[-1].startswith("error: the runner failed") and "GPU" in err[-1]
 
 
-def test_npu_deploy_and_bench_on_device_without_npu(emulator_factory, tmp_path, runner_file):  # noqa: F811
+def test_npu_deploy_and_bench_on_device_without_npu(emulator_factory, tmp_path, runner_file):
     """An NPU bundle for the device's SoC: model, config and dispatch libraries are pushed, the runner
     gets --backend=npu and the dispatch dir, and the emulator (no NPU) fails as such a phone does."""
     from converters.bundle import write_manifest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path, PurePosixPath
 
@@ -35,14 +34,6 @@ def make_bundle(root: Path, name: str = "synthetic", size: int = 2 << 20, recipe
     return d
 
 
-@pytest.fixture
-def runner_file(tmp_path) -> Path:
-    p = tmp_path / RUNNER_NAME
-    p.write_bytes(emulator_runner_bytes())
-    p.chmod(0o755)
-    return p
-
-
 def fake_runner(decode: float = 100.0, prefill: float = 400.0, delay: float = 0.0, on_call=None):
     """An emulator runner that follows the contract without a model: fixed figures, optional delay."""
     calls = {"n": 0}
@@ -70,26 +61,7 @@ def device_file(server, path: PurePosixPath | str) -> Path:
     return server.fs.host_path_unchecked(str(path))
 
 
-def drop_connections(server) -> None:
-    """Cut every ADB connection of the emulator, as a pulled cable would."""
-    with server._lock:
-        conns = list(server._conns)
-    for c in conns:
-        try:
-            c.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-@pytest.fixture(scope="session")
-def _adb_user_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("android-user-home")
-
-
-@pytest.fixture(autouse=True)
-def isolated_adb_key(_adb_user_home, monkeypatch):
-    """Keep the adb key (created on first use) out of the user's ~/.android."""
-    monkeypatch.setenv("ANDROID_USER_HOME", str(_adb_user_home))
+pytestmark = pytest.mark.usefixtures("isolated_adb_key")
 
 
 # ---- tests --------------------------------------------------------------------------------------
@@ -161,7 +133,7 @@ def test_cut_transfer_restarts_cleanly(transport, request, emulator_factory, tmp
             self.sent += n
             if not self.cut and self.total and self.total > (8 << 20) and self.sent > 0.4 * self.total:
                 self.cut = True
-                drop_connections(emu)
+                emu.drop_connections()
                 if transport == "server":
                     adb.run("disconnect", emu.serial)
 

@@ -19,17 +19,7 @@ from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice
 
 
-@pytest.fixture(scope="session")
-def _adb_user_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("android-user-home")
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(_adb_user_home, tmp_path, monkeypatch):
-    """adb key out of ~/.android; no remembered serials or default adb server from the user."""
-    monkeypatch.setenv("ANDROID_USER_HOME", str(_adb_user_home))
-    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "g4m-home"))
-    monkeypatch.delenv("G4M_DEVICES", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_output_round_trip_and_errors():
     assert parse_output(format_result(r), expect_benchmark=True, expect_response=True) == r
     # litert_lm_main reports milliseconds in some builds; both parse
     assert parse_output("Time to first token: 250 ms\n").ttft_s == pytest.approx(0.25)
-    with pytest.raises(RunnerOutputError, match="last lines: Segmentation fault"):
+    with pytest.raises(RunnerOutputError, match=r"last lines: loading model \| Segmentation fault"):
         parse_output("loading model\nSegmentation fault\n", expect_benchmark=True)
 
 

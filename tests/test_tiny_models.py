@@ -67,26 +67,30 @@ def test_greedy_continuation_is_expected_in_torch_and_float_bundle(tiny_e2b, e2b
     ref = TorchReference(tiny_e2b)
     with HostEngine(e2b_fp32_bundle / "model.litertlm", max_num_tokens=1024) as eng:
         for e in _greedy_prompts():
+            # both engines end at the model's stop token without emitting it
             expected = e.target.rstrip("\n")
-            assert ref.greedy(e.prompt, 48, stop=STOP_SEQUENCES) == expected
-            got = eng.generate(e.prompt, 48, stop=STOP_SEQUENCES).text
-            # LiteRT-LM ends at its stop token and drops it; compare without the marker
             for s in STOP_SEQUENCES:
                 expected = expected.removesuffix(s)
+            assert ref.greedy(e.prompt, 48, stop=STOP_SEQUENCES) == expected
+            got = eng.generate(e.prompt, 48, stop=STOP_SEQUENCES).text
+            for s in STOP_SEQUENCES:
                 got = got.removesuffix(s)
             assert got == expected
 
 
 def _deltas(ref, bundle) -> list[float]:
+    """|bundle - PyTorch| per target token; LiteRT-LM scores `<bos>` + prompt + target in one
+    run_text_scoring call (the sequence PyTorch scores), the target's log-probs being the last."""
     from on_device.engine import HostEngine
 
     out = []
     with HostEngine(bundle / "model.litertlm", max_num_tokens=1024) as eng:
         for e in corpus.eval_examples()[::2]:
-            a = eng.score(e.prompt, e.target)
-            b = ref.score(e.prompt, e.target).logprobs
-            assert len(a) == len(b)
-            out += [abs(x - y) for x, y in zip(a, b)]
+            r = ref.score(e.prompt, e.target)
+            full = "<bos>" + e.prompt + e.target
+            assert eng.tokenize(full) == r.ids
+            a = eng.score("", full)[-len(r.logprobs):]
+            out += [abs(x - y) for x, y in zip(a, r.logprobs)]
     return out
 
 

@@ -30,6 +30,16 @@ ADB_EMULATOR_PORTS = range(5554, 5586)
 MAX_INBOX_PACKETS = 64
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free port on `host` outside ADB_EMULATOR_PORTS (for an adb server, say, or a second emulator)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in ADB_EMULATOR_PORTS:
+            return port
+
+
 @dataclass
 class EmulatorConfig:
     profile: DeviceProfile
@@ -455,6 +465,12 @@ class EmulatorServer:
                 self._sock.close()
             except OSError:
                 pass
+        self.drop_connections()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def drop_connections(self) -> None:
+        """Cut every ADB connection, as a pulled cable would; the server keeps listening."""
         with self._lock:
             conns = list(self._conns)
         for c in conns:
@@ -462,8 +478,6 @@ class EmulatorServer:
                 c.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(5)
 
     def __enter__(self) -> "EmulatorServer":
         if not self.running:

@@ -35,9 +35,22 @@ def _register_all() -> None:
 _register_all()
 
 
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # `kill` (SIGTERM) gets the same clean-up as Ctrl-C: temporary outputs removed, nothing partial.
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        # with standalone_mode off, click hands back typer.Exit's code instead of raising it
+        if isinstance(rv, int) and rv:
+            return rv
     except UserError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from gemma4_common.errors import UserError
-from sdk_tools.cli.common import emit_json, err_console
+from sdk_tools.cli.common import RichProgress, emit_json, err_console, rich_bar
 
 
 def bench(
@@ -30,7 +30,6 @@ def bench(
 ) -> None:
     """Benchmark BUNDLE on one or more devices (in parallel); median, min, max and p90 over runs."""
     from sdk_tools.bench import BenchSettings, bench_fleet, load_json_summary
-    from sdk_tools.cli.push import RichProgress, rich_bar
     from sdk_tools.deploy import find_runner
     from sdk_tools.devices.discovery import resolve_serials
 
@@ -41,7 +40,7 @@ def bench(
     serials = resolve_serials(device)
     with rich_bar() as bar:
         outcome = bench_fleet(serials, bundle, settings, out, runner=runner, dispatch_lib_dir=dispatch_libs,
-                              progress_for=lambda s: RichProgress(bar, quiet=as_json))
+                              progress_for=lambda s: RichProgress(bar=bar, quiet=as_json))
     if as_json:
         emit_json({"results": {s: load_json_summary(p) for s, p in outcome.results.items()},
                    "failures": outcome.failures})

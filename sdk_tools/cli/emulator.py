@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from gemma4_common.errors import UserError
-from sdk_tools.cli.common import emit_json, err_console
+from sdk_tools.cli.common import emit_json, emit_rows, err_console
 
 emulator_app = typer.Typer(help="Reference emulator: a virtual phone that speaks ADB on a loopback port.",
                            no_args_is_help=True)
@@ -89,11 +89,7 @@ def stop(
         recs = [manager.stop(serial)]
     else:
         raise UserError("which emulator?", "pass its serial (see `gemma4-mobile emulator list`) or --all")
-    if as_json:
-        emit_json([r.to_json() for r in recs])
-    else:
-        for r in recs:
-            typer.echo(f"stopped {r.serial}")
+    emit_rows(recs, as_json, lambda r: f"stopped {r.serial}", lambda r: r.to_json())
 
 
 @emulator_app.command("list")
@@ -101,13 +97,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     """List the emulators started with `emulator start`."""
     from on_device.emulator import manager
 
-    recs = manager.list_emulators()
-    if as_json:
-        emit_json([r.to_json() for r in recs])
-        return
-    for r in recs:
-        typer.echo(f"{r.serial:<22} {'running' if r.alive else 'dead':<8} {r.profile:<16} pid={r.pid} "
-                   f"auth={'on' if r.auth else 'off'} root={r.root}")
+    emit_rows(manager.list_emulators(), as_json,
+              lambda r: f"{r.serial:<22} {'running' if r.alive else 'dead':<8} {r.profile:<16} pid={r.pid} "
+                        f"auth={'on' if r.auth else 'off'} root={r.root}",
+              lambda r: r.to_json())
 
 
 @emulator_app.command("profiles")
@@ -115,13 +108,10 @@ def profiles(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     """List the device profiles."""
     from on_device.emulator.profiles import list_profiles, load_profile
 
-    profs = [load_profile(n) for n in list_profiles()]
-    if as_json:
-        emit_json([p.to_json() for p in profs])
-        return
-    for p in profs:
-        typer.echo(f"{p.name:<16} {p.model:<12} {p.props.get('ro.soc.model', ''):<10} "
-                   f"ram={p.ram_bytes / 2**30:.0f}GiB npu={p.npu or '-':<9} {p.description}")
+    emit_rows((load_profile(n) for n in list_profiles()), as_json,
+              lambda p: f"{p.name:<16} {p.model:<12} {p.props.get('ro.soc.model', ''):<10} "
+                        f"ram={p.ram_bytes / 2**30:.0f}GiB npu={p.npu or '-':<9} {p.description}",
+              lambda p: p.to_json())
 
 
 @emulator_app.command("runner")

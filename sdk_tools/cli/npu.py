@@ -10,7 +10,7 @@ import typer
 
 from converters.npu.catalog import all_socs, get_soc
 from converters.npu.configs import default_config, load_config_file
-from sdk_tools.cli.common import emit_json, err_console
+from sdk_tools.cli.common import emit_json, emit_rows, err_console
 
 npu_app = typer.Typer(help="NPU targets: SoC catalog, delegate configs, vendor SDKs.", no_args_is_help=True)
 
@@ -21,15 +21,10 @@ def socs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the SoCs the AOT compiler targets and what a device reports for them."""
-    items = all_socs(vendor)
-    if as_json:
-        emit_json([s.to_dict() for s in items])
-        return
-    for s in items:
-        typer.echo(
-            f"{s.vendor:<9} {s.model:<7} {s.marketing_name:<25} {s.npu_name:<16} "
-            f"platform={','.join(s.board_platforms)}"
-        )
+    emit_rows(all_socs(vendor), as_json,
+              lambda s: f"{s.vendor:<9} {s.model:<7} {s.marketing_name:<25} {s.npu_name:<16} "
+                        f"platform={','.join(s.board_platforms)}",
+              lambda s: s.to_dict())
 
 
 @npu_app.command("config")
@@ -55,12 +50,8 @@ def sdk(as_json: bool = typer.Option(False, "--json", help="Machine-readable out
     """Whether this host can AOT-compile for each vendor, and what to install if not."""
     from converters.npu.aot import detect_vendor_sdk
 
-    statuses = [detect_vendor_sdk(v) for v in ("qualcomm", "mediatek")]
-    if as_json:
-        emit_json([s.to_dict() for s in statuses])
-        return
-    for s in statuses:
-        typer.echo(f"{s.vendor}: {'ok' if s.ok else 'missing'}: {s.message}")
+    emit_rows((detect_vendor_sdk(v) for v in ("qualcomm", "mediatek")), as_json,
+              lambda s: f"{s.vendor}: {'ok' if s.ok else 'missing'}: {s.message}", lambda s: s.to_dict())
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,5 @@
 """`gemma4-mobile push BUNDLE --device SERIAL`: deploy a bundle (verified, resumable) to one or
-more devices. Also holds the rich renderer of the progress protocol used by bench."""
+more devices."""
 
 from __future__ import annotations
 
@@ -9,57 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress as RichBar, ProgressColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from gemma4_common.errors import UserError
-from gemma4_common.progress import Progress
 from on_device.runner_contract import DEFAULT_DEVICE_DIR
-from sdk_tools.cli.common import emit_json, err_console
-
-
-class _Amount(ProgressColumn):
-    """MB and MB/s for byte transfers (totals over 64 KiB), done/total for counted steps."""
-
-    def render(self, task) -> Text:
-        total = task.total or 0
-        if total >= 1 << 16:
-            speed = task.finished_speed or task.speed or 0.0
-            return Text(f"{task.completed / 1e6:8.1f}/{total / 1e6:.1f} MB {speed / 1e6:7.1f} MB/s")
-        return Text(f"{task.completed:.0f}/{total:.0f}")
-
-
-def rich_bar() -> RichBar:
-    return RichBar(TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn(),
-                   console=err_console, transient=False, disable=not err_console.is_terminal)
-
-
-class RichProgress(Progress):
-    """One device's progress drawn on a shared rich Progress (thread-safe per instance)."""
-
-    def __init__(self, bar: RichBar, quiet: bool = False):
-        super().__init__()
-        self._bar = bar
-        self._task = None
-        self._quiet = quiet
-        self._lock = threading.Lock()
-
-    def _start(self, name: str, total: float | None) -> None:
-        with self._lock:
-            self._task = self._bar.add_task(name, total=total)
-
-    def advance(self, amount: float) -> None:
-        with self._lock:
-            if self._task is not None:
-                self._bar.advance(self._task, amount)
-
-    def note(self, message: str) -> None:
-        if not self._quiet:
-            self._bar.console.print(f"note: {message}", highlight=False)
-
-    def _end(self, name: str) -> None:
-        with self._lock:
-            self._task = None
+from sdk_tools.cli.common import RichProgress, emit_json, rich_bar
 
 
 def push(
@@ -88,7 +41,7 @@ def push(
             try:
                 with open_device(serial) as dev:
                     d = deploy(dev, bundle, runner=runner, dispatch_lib_dir=dispatch_libs, backend=backend,
-                               device_dir=device_dir, progress=RichProgress(bar, quiet=as_json))
+                               device_dir=device_dir, progress=RichProgress(bar=bar, quiet=as_json))
                 with lock:
                     done[serial] = d.to_dict()
             except UserError as e:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json
+from sdk_tools.cli.common import RichProgress, emit_json, emit_rows
 
 tiny_app = typer.Typer(help="Built-in tiny Gemma 4 models of the real architecture, trained locally.",
                        no_args_is_help=True)
@@ -25,12 +25,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         rows.append({"name": name, "mirrors": spec.mirrors, "layers": spec.num_hidden_layers,
                      "hidden": spec.hidden_size, "kv_shared": spec.num_kv_shared_layers,
                      "cached": (path / "model.safetensors").is_file(), "path": str(path)})
-    if as_json:
-        emit_json(rows)
-        return
-    for r in rows:
-        typer.echo(f"{r['name']:<10} like {r['mirrors'].upper()}: {r['layers']} layers, hidden {r['hidden']}, "
-                   f"{r['kv_shared']} KV-shared  {'cached' if r['cached'] else 'not built'}  {r['path']}")
+    emit_rows(rows, as_json,
+              lambda r: f"{r['name']:<10} like {r['mirrors'].upper()}: {r['layers']} layers, hidden {r['hidden']}, "
+                        f"{r['kv_shared']} KV-shared  {'cached' if r['cached'] else 'not built'}  {r['path']}")
 
 
 @tiny_app.command("build")

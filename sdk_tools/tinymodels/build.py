@@ -27,11 +27,11 @@ BUILD_VERSION = 3  # bump when the code below changes what it produces
 # The chat template for the text roles, matching on_device.agent.format.render_prompt.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
-    "{%- for m in messages -%}"
-    "{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}"
+    "{% for m in messages %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
     "<|turn>{{ role }}\n{{ m['content'] | trim }}<turn|>\n"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|turn>model\n{%- endif -%}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|turn>model\n{% endif %}"
 )
 EXTRA_SPECIAL = {
     "sot_token": "<|turn>", "eot_token": "<turn|>", "soc_token": "<|channel>", "eoc_token": "<channel|>",
