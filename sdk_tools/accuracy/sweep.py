@@ -83,15 +83,15 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['eval_items']} evaluation prompts; greedy continuations of up to "
              f"{result['settings']['max_new_tokens']} tokens; host decode speed from LiteRT-LM's benchmark "
              f"({result['settings']['bench_prefill']} prefill + {result['settings']['bench_decode']} decode tokens, "
-             "CPU).", "",
+             "CPU, one run: indicative only).", "",
              "| recipe | bundle size (MB) | host decode (tok/s) | ppl ratio | mean abs dlogp | p99 abs dlogp "
              "| greedy agreement | gates |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         gates = "pass" if r["gates_passed"] else "FAIL: " + ", ".join(r["failed_gates"])
         lines.append(f"| {r['recipe']} | {r['model_bytes'] / 1e6:.2f} | {_f(r['decode_tps'], '.1f')} "
-                     f"| {_f(r['ppl_ratio'], '.4f')} | {_f(r['mean_logprob_delta'], '.4f')} "
-                     f"| {_f(r['p99_logprob_delta'], '.4f')} | {_f(r['greedy_agreement'], '.0%')} "
+                     f"| {_f(r['ppl_ratio'], '.4f')} | {_f(r['mean_logprob_delta'], '.2e')} "
+                     f"| {_f(r['p99_logprob_delta'], '.2e')} | {_f(r['greedy_agreement'], '.0%')} "
                      f"| {gates} ({r['recipe_class']}) |")
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,10 @@ def _register_all() -> None:
 _register_all()
 
 
+INTERRUPTED = 130
+INTERRUPTED_MESSAGE = "error: interrupted; temporary outputs were removed, nothing partial was left behind"
+
+
 def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -48,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         rv = app(args=argv, standalone_mode=False)
-        # with standalone_mode off, click hands back typer.Exit's code instead of raising it
+        # with standalone_mode off, click hands back typer.Exit's code instead of raising it, and
+        # typer turns Ctrl-C (and SIGTERM, raised as KeyboardInterrupt) into code 130
+        if rv == INTERRUPTED:
+            print(INTERRUPTED_MESSAGE, file=sys.stderr)
         if isinstance(rv, int) and rv:
             return rv
     except UserError as e:
@@ -63,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("error: interrupted; nothing partial was left behind", file=sys.stderr)
-        return 130
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return INTERRUPTED
     except Exception as e:  # click's usage errors
         import click
 
