@@ -141,15 +141,31 @@ class HostEngine:
         return Generation(text=out, stopped_by=None, stats=stats)
 
     def score(self, prefix: str, target: str) -> list[float]:
-        """Per-token log-probabilities of `target` given `prefix` (LiteRT-LM run_text_scoring)."""
+        """Per-token log-probabilities of `target` after BOS + `prefix` (LiteRT-LM run_text_scoring).
+
+        Measured here: `run_prefill` adds the model's BOS itself but `run_text_scoring` does not, and
+        scoring after a prefill lines up with no single token sequence. So the whole sequence
+        `<bos>` + prefix + target is scored in one call and the target's (last) scores are returned.
+        """
+        bos = self.bos_text()
+        full = bos + prefix + target
+        n_target = len(self.tokenize(full)) - len(self.tokenize(bos + prefix))
+        if n_target <= 0:
+            return []
+        return self.score_text(full)[-n_target:]
+
+    def score_text(self, text: str) -> list[float]:
+        """run_text_scoring of `text` exactly as given (no BOS added): one log-prob per token."""
         sess = self._session()
         try:
-            if prefix:
-                sess.run_prefill([prefix])
-            r = sess.run_text_scoring([target], store_token_lengths=True)
+            r = sess.run_text_scoring([text], store_token_lengths=True)
         finally:
             sess.close()
         return list(r.token_scores[0]) if r.token_scores else []
+
+    def bos_text(self) -> str:
+        bos = self._engine.bos_token_id
+        return self._engine.detokenize([bos]) if bos is not None else ""
 
 
 def _decode_stream(sess) -> Iterator[str]:

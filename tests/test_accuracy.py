@@ -163,11 +163,13 @@ def test_damaged_bundle_fails_tight_gates(damaged_bundle, tiny_e2b, items, setti
     with pytest.raises(GateFailure, match="mean_logprob_delta"):
         raise_on_failure(rep)
     # int8 and int4 land between the float export and the damaged one, int4 the worse of the two
-    d = {r: host_reports[r]["summary"]["mean_logprob_delta"] for r in host_reports}
+    by_class = {r["recipe_class"]: r for r in host_reports.values()}
+    assert set(by_class) == {"float", "int8", "int4"}
+    d = {c: r["summary"]["mean_logprob_delta"] for c, r in by_class.items()}
     d["damaged"] = rep["summary"]["mean_logprob_delta"]
-    assert d["fp32"] < d["dynamic_wi8_afp32"] < d["dynamic_wi4b32_afp32"] < d["damaged"], d
-    assert host_reports["dynamic_wi8_afp32"]["passed"], _failed(host_reports["dynamic_wi8_afp32"])
-    assert host_reports["dynamic_wi4b32_afp32"]["passed"], _failed(host_reports["dynamic_wi4b32_afp32"])
+    assert d["float"] < d["int8"] < d["int4"] < d["damaged"], d
+    assert by_class["int8"]["passed"], _failed(by_class["int8"])
+    assert by_class["int4"]["passed"], _failed(by_class["int4"])
 
 
 def test_cli_verify_exit_status_and_report(damaged_bundle, e2b_fp32_bundle, tiny_e2b, tmp_path, capsys):

@@ -79,17 +79,16 @@ def test_greedy_continuation_is_expected_in_torch_and_float_bundle(tiny_e2b, e2b
 
 
 def _deltas(ref, bundle) -> list[float]:
-    """|bundle - PyTorch| per target token; LiteRT-LM scores `<bos>` + prompt + target in one
-    run_text_scoring call (the sequence PyTorch scores), the target's log-probs being the last."""
+    """|bundle - PyTorch| per target token, both scoring BOS + prompt + target."""
     from on_device.engine import HostEngine
 
     out = []
     with HostEngine(bundle / "model.litertlm", max_num_tokens=1024) as eng:
         for e in corpus.eval_examples()[::2]:
             r = ref.score(e.prompt, e.target)
-            full = "<bos>" + e.prompt + e.target
-            assert eng.tokenize(full) == r.ids
-            a = eng.score("", full)[-len(r.logprobs):]
+            assert eng.tokenize(eng.bos_text() + e.prompt + e.target) == r.ids
+            a = eng.score(e.prompt, e.target)
+            assert len(a) == len(r.logprobs)
             out += [abs(x - y) for x, y in zip(a, r.logprobs)]
     return out
 

@@ -109,7 +109,7 @@ def _bundle_side(eng, items: Sequence[EvalItem], rr: ReferenceRun, settings: Ver
     with progress.step(f"bundle on LiteRT-LM: {len(items)} prompts", total=len(items)):
         for i, (it, r) in enumerate(zip(items, rr.results)):
             full = bos_text + it.prompt + it.target
-            scores = list(eng.score("", full))
+            scores = eng.score_text(full)
             eng_ids = list(eng.tokenize(full))
             aligned = eng_ids == r.ids and len(scores) >= r.n_target
             if aligned:
