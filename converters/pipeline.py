@@ -78,6 +78,13 @@ def _check_out_dir(req: ConvertRequest, targets: list[Path]) -> None:
                                 "choose another -o directory, or pass --force")
 
 
+def _block_size(recipe_name: str) -> int | None:
+    import re
+
+    m = re.search(r"b(32|64)(?:_|$)", recipe_name)
+    return int(m.group(1)) if m else None
+
+
 def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
     info = inspect_checkpoint(req.checkpoint)
     recipes = parse_recipes(req.recipes)
@@ -206,8 +213,17 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
             try:
                 with atomic_dir(final, replace=True) as tmp:
                     with progress.step(f"quantize {recipe.name}"):
-                        with _third_party_step(f"quantizing with {recipe.name}", log):
-                            arts = quantize_artifacts(fx, recipe, work / recipe.name)
+                        try:
+                            with _third_party_step(f"quantizing with {recipe.name}", log):
+                                arts = quantize_artifacts(fx, recipe, work / recipe.name)
+                        except UserError as e:
+                            block = _block_size(recipe.name)
+                            if block and "Failed to get quantization parameters" in e.problem:
+                                raise UserError(
+                                    f"recipe {recipe.name} needs every quantized weight dimension to be a multiple of "
+                                    f"{block}, and this checkpoint has smaller or unaligned ones",
+                                    "use a channelwise recipe such as dynamic_wi4c_afp32 or dynamic_wi8_afp32") from None
+                            raise
                     with progress.step(f"package {recipe.name}"):
                         with _third_party_step("packaging the .litertlm", log):
                             model = package(fx, arts, tmp)

@@ -41,7 +41,7 @@ def _strip_stop(text: str) -> str:
     return text
 
 
-def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4b32_afp32"),
+def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4c_afp32"),
              profile: str = "galaxy-s24", runs: int = 3, progress: Progress | None = None) -> DemoResult:
     from converters.pipeline import ConvertRequest, convert
     from on_device.agent.format import Message, STOP_SEQUENCES, render_prompt
