@@ -98,7 +98,7 @@ class HostEngine:
             stopped = None
             for chunk in _decode_stream(sess):
                 text += chunk
-                hit = _first_stop(text, stop)
+                hit = first_stop(text, stop)
                 if hit is not None:
                     idx, stopped = hit
                     text = text[: idx + len(stopped)]
@@ -174,7 +174,8 @@ def _decode_stream(sess) -> Iterator[str]:
             yield t
 
 
-def _first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
+def first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
+    """(index, sequence) of the earliest stop sequence in `text`, or None."""
     best = None
     for s in stop:
         i = text.find(s)

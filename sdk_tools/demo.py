@@ -34,11 +34,9 @@ class DemoResult:
 
 def _strip_stop(text: str) -> str:
     from on_device.agent.format import STOP_SEQUENCES
+    from on_device.agent.host import cut_at_stop
 
-    for s in STOP_SEQUENCES:
-        if text.endswith(s):
-            return text[: -len(s)]
-    return text
+    return cut_at_stop(text, STOP_SEQUENCES, keep=False)[0]
 
 
 def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4c_afp32"),

@@ -22,11 +22,9 @@ __all__ = ["HostTextEngine", "RunnerTextEngine", "cut_at_stop"]
 
 def cut_at_stop(text: str, stop: Sequence[str], keep: bool = True) -> tuple[str, str | None]:
     """``text`` up to the first stop sequence (kept when ``keep``), and that sequence."""
-    best: tuple[int, str] | None = None
-    for s in stop:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
+    from on_device.engine import first_stop
+
+    best = first_stop(text, stop)
     if best is None:
         return text, None
     i, s = best

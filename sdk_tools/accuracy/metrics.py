@@ -39,12 +39,9 @@ def kl_divergence(ref_log_dist: Any, other_log_dist: Any) -> list[float]:
 def normalize_generation(text: str, stop: Sequence[str]) -> str:
     """A continuation cut before its first stop sequence, so that engines that drop the stop
     token (LiteRT-LM at EOS) and those that print it compare equal."""
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if i >= 0:
-            cut = min(cut, i)
-    return text[:cut]
+    from on_device.agent.host import cut_at_stop
+
+    return cut_at_stop(text, stop, keep=False)[0]
 
 
 def first_divergence(a: Sequence[Any], b: Sequence[Any]) -> int | None:

@@ -50,10 +50,9 @@ def run_cmd(
         else:
             text = prompt if raw else render_prompt([Message("user", prompt)], system=system, add_bos=False)
             g = eng.generate(text, max_new_tokens=max_tokens, stop=STOP_SEQUENCES)
-    answer = g.text
-    for s in STOP_SEQUENCES:
-        if g.stopped_by == s and answer.endswith(s):
-            answer = answer[: -len(s)]
+    from on_device.agent.host import cut_at_stop
+
+    answer = cut_at_stop(g.text, STOP_SEQUENCES, keep=False)[0]
     st = g.stats
     if as_json:
         emit_json({"bundle": str(bundle), "prompt": prompt, "response": answer, "stopped_by": g.stopped_by,
