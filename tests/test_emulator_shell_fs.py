@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -145,6 +146,32 @@ def test_paths_never_leave_the_sandbox(tmp_path):
     (real_root / "etc").mkdir()
     (real_root / "etc" / "passwd").write_text("device passwd")
     assert fs.read_bytes("/data/local/tmp/../../../etc/passwd") == b"device passwd"
+
+
+def test_mkdir_parents_tolerates_a_concurrent_creator(tmp_path):
+    """Two pushes into a new directory race to create it (CI saw 'couldn't create file: File exists');
+    `mkdir -p` semantics: a parent made by the other client between our check and our mkdir is fine."""
+    prof = load_profile("galaxy-s24")
+    fs = SandboxFS(tmp_path / "root", prof.mounts, prof.storage_bytes)
+    fs.ensure_layout()
+    original = SandboxFS.mkdir
+
+    class Racing(SandboxFS):
+        def mkdir(self, path, cwd="/", parents=False, mode=0o771):
+            if not parents and path == "/data/local/tmp/race":
+                original(self, path, cwd)  # the other client wins the race
+            return original(self, path, cwd, parents, mode)
+
+    racing = Racing(tmp_path / "root", prof.mounts, prof.storage_bytes)
+    racing.mkdir("/data/local/tmp/race/a/b", parents=True)
+    assert fs.resolve("/data/local/tmp/race/a/b").is_dir()
+    # Without -p, or when the path is a file, EEXIST still surfaces.
+    with pytest.raises(FsError) as e:
+        fs.mkdir("/data/local/tmp/race")
+    assert e.value.errno == errno.EEXIST
+    fs.resolve("/data/local/tmp/file").write_text("x")
+    with pytest.raises(FsError):
+        fs.mkdir("/data/local/tmp/file/sub", parents=True)
 
 
 def test_traversal_over_adb(emulator, tmp_path):

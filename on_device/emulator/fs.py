@@ -208,7 +208,12 @@ class SandboxFS:
                     continue
                 if os.path.lexists(h):
                     raise FsError(errno.ENOTDIR if a != dev else errno.EEXIST, path)
-                self.mkdir(str(a), "/", parents=False, mode=mode)
+                try:
+                    self.mkdir(str(a), "/", parents=False, mode=mode)
+                except FsError as e:
+                    # Another client (concurrent push) made it between our check and mkdir: fine for -p.
+                    if e.errno != errno.EEXIST or not os.path.isdir(h):
+                        raise
             return
         if os.path.lexists(host):
             raise FsError(errno.EEXIST, path)
