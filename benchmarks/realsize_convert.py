@@ -1,16 +1,22 @@
 """Does a real-size E2B/E4B-shaped checkpoint convert on this machine? Peak RSS, time and int4 bundle size.
 
-    python benchmarks/realsize_convert.py [--variant e2b] [--layers N] [--scale S] [--recipe int4]
-                                          [--compare-v1] [--work DIR] [--keep]
+    python benchmarks/realsize_convert.py [--variant e2b] [--layers N] [--sweep-layers 2,4] [--scale S]
+                                          [--recipe R] [--compare-v1] [--rss-limit-gib G] [--work DIR] [--keep]
 
 Writes a text-only Gemma 4 checkpoint (Gemma4ForCausalLM, random bf16 weights of the published
 shapes) straight to safetensors, tensor by tensor in row blocks, so generating it needs little
-memory; then runs `gemma4-mobile convert --use-v2 --delete-in-memory-params` (litert-torch's streaming
-Converter V2) in a child process and samples the RSS of its process tree. Each figure is printed
-next to a peer from the same run, as a ratio: peak RSS next to the checkpoint size (and, with
---compare-v1, next to the legacy non-streaming converter), the bundle size next to the planner's
-estimate and next to the "under 1.5 GB" claim. `--layers N` keeps the first N layers (the KV-shared
-tail scaled in proportion) at full width; `--scale S` multiplies the widths (hidden, MLP, vocab).
+memory; then runs `gemma4-mobile convert` in a child process and samples the RSS of its process
+tree. Converter V2 (`--use-v2 --delete-in-memory-params`, weights streamed from the checkpoint) is
+used where the installed TensorFlow supports it, else the default converter (the script says why).
+A memory guard kills a conversion whose tree passes the limit (default: RAM minus 1.5 GiB) and
+reports the peak it reached, rather than leaving the choice of victim to the kernel's OOM killer.
+
+Each figure is printed next to a peer from the same run, as a ratio: peak RSS next to the
+checkpoint size and this machine's RAM, the bundle size next to the planner's estimate and the
+"under 1.5 GB" claim. `--sweep-layers 2,4` first converts shallower full-width models, fits peak
+RSS and time against the parameter count, and prints the fit's prediction for the full model next
+to what the full run then measures. `--layers N` keeps the first N layers (the KV-shared tail scaled
+in proportion) at full width; `--scale S` multiplies the widths (hidden, MLP, vocab).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -118,17 +125,36 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int) -> dict:
+def mem_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_limit: int) -> dict:
+    """Convert in a new session, sampling the tree's RSS; past `rss_limit` the whole tree is killed
+    (instead of letting the kernel's OOM killer pick a process) and the run is reported as stopped."""
     exe = Path(sys.executable).with_name("gemma4-mobile")
     cmd = [str(exe), "convert", str(ckpt), "-o", str(out), "-r", recipe, "--cache-length", str(cache),
            "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else [])
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    peak, at_peak, timeline, stopped = [0], [0.0], [], [False]
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            now = time.perf_counter() - t0
+            timeline.append((round(now, 1), rss))
+            if rss > peak[0]:
+                peak[0], at_peak[0] = rss, now
+            if rss > rss_limit and not stopped[0]:
+                stopped[0] = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             time.sleep(0.5)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -136,8 +162,15 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int) -> dic
     stdout, stderr = proc.communicate()
     th.join()
     wall = time.perf_counter() - t0
-    res = {"v2": v2, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0],
-           "error": stderr.strip().splitlines()[-1] if proc.returncode else None}
+    step = max(1, len(timeline) // 40)
+    res = {"v2": v2, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0], "peak_at_s": at_peak[0],
+           "stopped_at_limit": stopped[0], "rss_limit_bytes": rss_limit, "rss_timeline": timeline[::step],
+           "error": None}
+    if stopped[0]:
+        res["error"] = f"stopped by the memory guard at {peak[0] / 2**30:.2f} GiB (limit {rss_limit / 2**30:.2f} GiB)"
+    elif proc.returncode:
+        lines = stderr.strip().splitlines()
+        res["error"] = lines[-1] if lines else f"exit status {proc.returncode}"
     if proc.returncode == 0:
         d = json.loads(stdout)
         res["bundle_bytes"] = d["bundles"][0]["model_bytes"]
@@ -145,67 +178,159 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int) -> dic
     return res
 
 
+def converter_v2_supported() -> bool:
+    from converters.pipeline import _check_converter_v2
+    from gemma4_common.errors import UserError
+
+    try:
+        _check_converter_v2()
+        return True
+    except UserError as e:
+        print(f"converter v2 (streaming): not run: {e}")
+        return False
+
+
+def measure(args, layers: int | None, v2_ok: bool) -> dict:
+    """Write one checkpoint (full width unless --scale) and convert it with each available converter."""
+    from converters.planner import ModelShape, estimate_bundle
+    from converters.recipes import get_recipe
+
+    tc = text_config(args.variant, layers, args.scale)
+    shape = ModelShape.from_config(tc, name=args.variant)
+    est = estimate_bundle(shape, get_recipe(args.recipe), prefill_lengths=[128], cache_lengths=[args.cache_length])
+    work = args.work / f"{tc['num_hidden_layers']}L"
+    # float32 TFLite intermediates + the checkpoint + the bundle must fit on disk
+    need = int(est.total * 32 / get_recipe(args.recipe).weight_bits * 1.3)
+    args.work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(args.work).free
+    if free < need:
+        raise SystemExit(f"not enough disk under {args.work}: need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
+    label = f"{args.variant} {tc['num_hidden_layers']} layers, hidden {tc['hidden_size']}, vocab {tc['vocab_size']}"
+    t0 = time.perf_counter()
+    ckpt_bytes = write_checkpoint(tc, work / "ckpt")
+    print(f"checkpoint: {label}: {ckpt_bytes / 2 / 1e9:.2f} B params, {ckpt_bytes / 1e9:.2f} GB bf16, "
+          f"written in {time.perf_counter() - t0:.0f} s")
+    runs = []
+    if v2_ok:
+        runs.append(run_convert(work / "ckpt", work / "bundle-v2", args.recipe, True, args.cache_length, args.rss_limit))
+    if args.compare_v1 or not v2_ok:
+        runs.append(run_convert(work / "ckpt", work / "bundle-v1", args.recipe, False, args.cache_length,
+                                args.rss_limit))
+    for r in runs:
+        name = "converter v2 (streaming)" if r["v2"] else "converter v1 (default)"
+        if r["rc"] != 0:
+            print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB "
+                  f"(at {r['peak_at_s']:.0f} s) = {r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint: "
+                  f"{r['error']}")
+            continue
+        print(f"  {name}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB = "
+              f"{r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint ({ckpt_bytes / 2**30:.2f} GiB)")
+        print(f"    bundle ({args.recipe}): {r['bundle_bytes'] / 1e9:.3f} GB = "
+              f"{r['bundle_bytes'] / est.total:.3f}x the planner's estimate ({est.total / 1e9:.3f} GB)")
+        print("    steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["timings_s"].items()))
+    if len(runs) == 2 and all(r["rc"] == 0 for r in runs):
+        a, b = runs
+        print(f"  v2 / v1: peak RSS {a['peak_rss_bytes'] / b['peak_rss_bytes']:.2f}x, "
+              f"time {a['wall_s'] / b['wall_s']:.2f}x, bundle {a['bundle_bytes'] / b['bundle_bytes']:.3f}x")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"config": label, "layers": tc["num_hidden_layers"], "params": ckpt_bytes // 2,
+            "checkpoint_bytes": ckpt_bytes, "estimate_bytes": est.total, "runs": runs}
+
+
+def extrapolate(points: list[dict], full_params: int, machine: int) -> dict | None:
+    """Least-squares line through (params, peak RSS) and (params, time) of the completed default-converter
+    runs, read at the full model's parameter count."""
+    xs, rss, secs = [], [], []
+    for p in points:
+        for r in p["runs"]:
+            if r["rc"] == 0 and not r["v2"]:
+                xs.append(p["params"])
+                rss.append(r["peak_rss_bytes"])
+                secs.append(r["wall_s"])
+    if len(set(xs)) < 2:
+        return None
+
+    def fit(ys):
+        n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        return my - slope * mx, slope
+
+    (ra, rb), (ta, tb) = fit(rss), fit(secs)
+    peak, wall = ra + rb * full_params, ta + tb * full_params
+    print(f"default converter, fitted over {len(xs)} runs: peak RSS = {ra / 2**30:.2f} GiB + "
+          f"{rb * 1e9 / 2**30:.2f} GiB per B params ({rb:.2f} bytes/param); time = {ta:.0f} s + {tb * 1e9:.0f} s per B")
+    print(f"  at the full model ({full_params / 1e9:.2f} B params): peak RSS ~{peak / 2**30:.1f} GiB = "
+          f"{peak / machine:.2f}x this machine's {machine / 2**30:.1f} GiB, time ~{wall / 60:.0f} min")
+    return {"rss_intercept_bytes": ra, "rss_bytes_per_param": rb, "time_intercept_s": ta, "time_s_per_param": tb,
+            "full_params": full_params, "predicted_peak_rss_bytes": peak, "predicted_wall_s": wall}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="e2b", choices=["e2b", "e4b"])
     ap.add_argument("--layers", type=int, default=None, help="keep the first N layers (default: all)")
+    ap.add_argument("--sweep-layers", default=None,
+                    help="comma-separated depths (e.g. 2,4) converted at full width first; peak RSS and time are "
+                         "fitted against the parameter count and read at the full model")
     ap.add_argument("--scale", type=float, default=1.0, help="width multiplier (default 1 = real size)")
     ap.add_argument("--recipe", default="dynamic_wi4b32_afp32")
     ap.add_argument("--cache-length", type=int, default=4096)
-    ap.add_argument("--compare-v1", action="store_true", help="also convert with the legacy (non-streaming) path")
+    ap.add_argument("--compare-v1", action="store_true", help="with Converter V2 available, also run the default one")
+    ap.add_argument("--rss-limit-gib", type=float, default=None,
+                    help="kill a conversion whose process tree passes this RSS (default: RAM minus 1.5 GiB)")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the checkpoint and bundles")
+    ap.add_argument("--keep", action="store_true", help="keep the checkpoints and bundles")
     args = ap.parse_args()
 
     from converters.planner import ModelShape, estimate_bundle
     from converters.recipes import get_recipe
-    work = args.work or Path(tempfile.mkdtemp(prefix="g4m-realsize-"))
-    work.mkdir(parents=True, exist_ok=True)
-    tc = text_config(args.variant, args.layers, args.scale)
-    shape = ModelShape.from_config(tc, name=args.variant)
-    est = estimate_bundle(shape, get_recipe(args.recipe), prefill_lengths=[128], cache_lengths=[args.cache_length])
-    # float32 TFLite intermediates + the checkpoint + the bundle must fit on disk
-    need = int(est.total * 32 / get_recipe(args.recipe).weight_bits * 1.3)
-    free = shutil.disk_usage(work).free
-    if free < need:
-        print(f"not enough disk under {work}: need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB free", file=sys.stderr)
-        return 2
-    label = f"{args.variant} {tc['num_hidden_layers']} layers, hidden {tc['hidden_size']}, vocab {tc['vocab_size']}"
+
+    machine = mem_total()
+    args.rss_limit = int(args.rss_limit_gib * 2**30) if args.rss_limit_gib else machine - int(1.5 * 2**30)
+    own_work = args.work is None
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="g4m-realsize-"))
+    v2_ok = converter_v2_supported()
     try:
-        t0 = time.perf_counter()
-        ckpt_bytes = write_checkpoint(tc, work / "ckpt")
-        gen_s = time.perf_counter() - t0
-        print(f"checkpoint: {label}: {ckpt_bytes / 1e9:.2f} GB bf16 written in {gen_s:.0f} s")
-        runs = [run_convert(work / "ckpt", work / "bundle-v2", args.recipe, True, args.cache_length)]
-        if args.compare_v1:
-            runs.append(run_convert(work / "ckpt", work / "bundle-v1", args.recipe, False, args.cache_length))
-        for r in runs:
-            name = "converter v2 (streaming)" if r["v2"] else "converter v1 (legacy)"
-            if r["rc"] != 0:
-                print(f"{name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB: "
-                      f"{r['error']}")
-                continue
-            print(f"{name}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB = "
-                  f"{r['peak_rss_bytes'] / ckpt_bytes:.2f}x the checkpoint ({ckpt_bytes / 2**30:.2f} GiB)")
-            print(f"  bundle ({args.recipe}): {r['bundle_bytes'] / 1e9:.3f} GB = "
-                  f"{r['bundle_bytes'] / est.total:.3f}x the planner's estimate ({est.total / 1e9:.3f} GB), "
-                  f"{r['bundle_bytes'] / CLAIM_BYTES:.2f}x the 1.5 GB claim")
-            print(f"  steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["timings_s"].items()))
-        if len(runs) == 2 and all(r["rc"] == 0 for r in runs):
-            v2, v1 = runs
-            print(f"v2 / v1: peak RSS {v2['peak_rss_bytes'] / v1['peak_rss_bytes']:.2f}x, "
-                  f"time {v2['wall_s'] / v1['wall_s']:.2f}x, bundle {v2['bundle_bytes'] / v1['bundle_bytes']:.3f}x")
-        if shape.layers < 35 or args.scale != 1.0:
+        sweep = [int(x) for x in args.sweep_layers.split(",")] if args.sweep_layers else []
+        points = [measure(args, n, v2_ok) for n in sweep]
+        full_tc = text_config(args.variant, args.layers, args.scale)
+        full_params = sum(_param_count(full_tc))
+        fitted = extrapolate(points, full_params, machine) if points else None
+        points.append(measure(args, args.layers, v2_ok))
+        last = points[-1]
+        if args.layers is None and args.scale == 1.0:
+            for r in last["runs"]:
+                if r["rc"] == 0:
+                    print(f"full-size {args.variant} bundle: {r['bundle_bytes'] / 1e9:.2f} GB = "
+                          f"{r['bundle_bytes'] / CLAIM_BYTES:.2f}x the 1.5 GB claim")
+                if fitted and not r["v2"]:
+                    print(f"  measured / fitted peak RSS: {r['peak_rss_bytes'] / fitted['predicted_peak_rss_bytes']:.2f}x"
+                          + (" (a lower bound: the run was stopped)" if r["stopped_at_limit"] else ""))
+        else:
             full = ModelShape.from_config(text_config(args.variant, None, 1.0), name=args.variant)
             fe = estimate_bundle(full, get_recipe(args.recipe), prefill_lengths=[128],
                                  cache_lengths=[args.cache_length]).total
             print(f"full-size {args.variant} estimate: {fe / 1e9:.2f} GB = {fe / CLAIM_BYTES:.2f}x the 1.5 GB claim")
-        print(json.dumps({"config": label, "checkpoint_bytes": ckpt_bytes, "estimate_bytes": est.total,
-                          "runs": runs}, default=str))
-        return 0 if all(r["rc"] == 0 for r in runs) else 1
+        print(json.dumps({"machine_ram_bytes": machine, "converter_v2": v2_ok, "points": points, "fit": fitted},
+                         default=str))
+        return 0 if all(r["rc"] == 0 for p in points for r in p["runs"]) else 1
     finally:
-        if not args.keep and args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
+        if not args.keep and own_work:
+            shutil.rmtree(args.work, ignore_errors=True)
+
+
+def _param_count(tc: dict):
+    """Parameter counts of the checkpoint `write_checkpoint` would write (lm_head tied, not stored)."""
+    import torch
+    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
+
+    cfg = Gemma4TextConfig(**{k: v for k, v in tc.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = Gemma4ForCausalLM(cfg)
+    for k, v in model.state_dict().items():
+        if k != "lm_head.weight":
+            yield v.numel()
 
 
 if __name__ == "__main__":

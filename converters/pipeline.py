@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -122,7 +123,33 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
     if req.use_v2 and (req.vision or req.audio):
         raise UserError("litert-torch's Converter V2 (--use-v2) exports text generation only",
                         "convert the encoders without --use-v2")
+    if req.use_v2:
+        _check_converter_v2()
     return info, recipes
+
+
+def _check_converter_v2() -> None:
+    """Converter V2 lowers through TensorFlow's `convert_mlir_bytecode`, which tensorflow-cpu 2.21.0 lacks;
+    say so before the export starts instead of failing minutes into it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    # Importing litert-torch and TensorFlow prints library noise; keep the terminal to our one line.
+    with captured_output(Path(os.devnull)):
+        from litert_torch._convert import converter_v2
+
+        supported = converter_v2.is_supported()
+    if supported:
+        return
+    tf = "?"
+    for dist in ("tensorflow-cpu", "tensorflow", "tf-nightly"):
+        try:
+            tf = f"{dist} {version(dist)}"
+            break
+        except PackageNotFoundError:
+            continue
+    raise UserError(f"--use-v2 needs TensorFlow's convert_mlir_bytecode (litert-torch Converter V2); {tf} has none",
+                    "convert without --use-v2/--delete-in-memory-params, or install a tf-nightly (Python >= 3.11) "
+                    "that provides it")
 
 
 def _disk_error(e: OSError, where: Path) -> UserError:

@@ -66,6 +66,17 @@ def test_prefill_longer_than_cache(tiny_e2b, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_use_v2_without_tensorflow_support(tiny_e2b, tmp_path, monkeypatch):
+    """Converter V2 needs TensorFlow's convert_mlir_bytecode; without it convert stops before exporting."""
+    from litert_torch._convert import converter_v2
+
+    monkeypatch.setattr(converter_v2, "is_supported", lambda: False)
+    for flags in (["--use-v2"], ["--delete-in-memory-params"]):
+        res = cli("convert", tiny_e2b, "-o", tmp_path / "out", *flags)
+        assert_one_line_error(res, "convert_mlir_bytecode", "without --use-v2")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_non_bundle_output_refused(tiny_e2b, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
