@@ -8,7 +8,8 @@ shapes) straight to safetensors, tensor by tensor in row blocks, so generating i
 memory; then runs `gemma4-mobile convert` in a child process and samples the RSS of its process
 tree. Converter V2 (`--use-v2 --delete-in-memory-params`, weights streamed from the checkpoint) is
 used where the installed TensorFlow supports it, else the default converter (the script says why).
-A memory guard kills a conversion whose tree passes the limit (default: RAM minus 1.5 GiB) and
+A memory guard kills a conversion whose tree's anonymous RSS (not the checkpoint's mapped pages, which the
+kernel can drop) passes the limit (default: RAM minus 1.5 GiB) and
 reports the peak it reached, rather than leaving the choice of victim to the kernel's OOM killer.
 
 Each figure is printed next to a peer from the same run, as a ratio: peak RSS next to the
@@ -109,20 +110,27 @@ def write_checkpoint(tc: dict, out: Path) -> int:
     return off
 
 
-def tree_rss(pid: int) -> int:
-    """RSS bytes of a process and all its descendants."""
-    total, stack = 0, [pid]
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(anonymous + shared-memory RSS, total RSS) in bytes of a process and all its descendants.
+
+    The first is what the kernel cannot take back; the second also counts the checkpoint's
+    memory-mapped pages, which it can drop under pressure, so the guard and the fit use the first."""
+    anon = total = 0
+    stack = [pid]
     while stack:
         p = stack.pop()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                key, _, rest = line.partition(":")
+                if key in ("RssAnon", "RssShmem"):
+                    anon += int(rest.split()[0]) * 1024
+                elif key == "VmRSS":
+                    total += int(rest.split()[0]) * 1024
             kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
             stack.extend(int(k) for k in kids)
         except (OSError, ValueError):
             pass
-    return total
+    return anon, total
 
 
 def mem_total() -> int:
@@ -140,13 +148,14 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
            "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    peak, at_peak, timeline, stopped = [0], [0.0], [], [False]
+    peak, peak_total, at_peak, timeline, stopped = [0], [0], [0.0], [], [False]
 
     def sample():
         while proc.poll() is None:
-            rss = tree_rss(proc.pid)
+            rss, total = tree_rss(proc.pid)
             now = time.perf_counter() - t0
             timeline.append((round(now, 1), rss))
+            peak_total[0] = max(peak_total[0], total)
             if rss > peak[0]:
                 peak[0], at_peak[0] = rss, now
             if rss > rss_limit and not stopped[0]:
@@ -163,7 +172,8 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
     th.join()
     wall = time.perf_counter() - t0
     step = max(1, len(timeline) // 40)
-    res = {"v2": v2, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0], "peak_at_s": at_peak[0],
+    res = {"v2": v2, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0],
+           "peak_rss_with_mapped_bytes": peak_total[0], "peak_at_s": at_peak[0],
            "stopped_at_limit": stopped[0], "rss_limit_bytes": rss_limit, "rss_timeline": timeline[::step],
            "error": None}
     if stopped[0]:
@@ -219,11 +229,12 @@ def measure(args, layers: int | None, v2_ok: bool) -> dict:
     for r in runs:
         name = "converter v2 (streaming)" if r["v2"] else "converter v1 (default)"
         if r["rc"] != 0:
-            print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB "
+            print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB anonymous "
                   f"(at {r['peak_at_s']:.0f} s) = {r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint: "
                   f"{r['error']}")
             continue
-        print(f"  {name}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB = "
+        print(f"  {name}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB anonymous "
+              f"({r['peak_rss_with_mapped_bytes'] / 2**30:.2f} GiB with mapped files) = "
               f"{r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint ({ckpt_bytes / 2**30:.2f} GiB)")
         print(f"    bundle ({args.recipe}): {r['bundle_bytes'] / 1e9:.3f} GB = "
               f"{r['bundle_bytes'] / est.total:.3f}x the planner's estimate ({est.total / 1e9:.3f} GB)")
@@ -299,14 +310,15 @@ def main() -> int:
         fitted = extrapolate(points, full_params, machine) if points else None
         points.append(measure(args, args.layers, v2_ok))
         last = points[-1]
+        for r in last["runs"]:
+            if fitted and not r["v2"]:
+                print(f"measured / fitted peak RSS: {r['peak_rss_bytes'] / fitted['predicted_peak_rss_bytes']:.2f}x"
+                      + (" (a lower bound: the run was stopped)" if r["stopped_at_limit"] else ""))
         if args.layers is None and args.scale == 1.0:
             for r in last["runs"]:
                 if r["rc"] == 0:
                     print(f"full-size {args.variant} bundle: {r['bundle_bytes'] / 1e9:.2f} GB = "
                           f"{r['bundle_bytes'] / CLAIM_BYTES:.2f}x the 1.5 GB claim")
-                if fitted and not r["v2"]:
-                    print(f"  measured / fitted peak RSS: {r['peak_rss_bytes'] / fitted['predicted_peak_rss_bytes']:.2f}x"
-                          + (" (a lower bound: the run was stopped)" if r["stopped_at_limit"] else ""))
         else:
             full = ModelShape.from_config(text_config(args.variant, None, 1.0), name=args.variant)
             fe = estimate_bundle(full, get_recipe(args.recipe), prefill_lengths=[128],

@@ -40,6 +40,9 @@ class ConvertRequest:
     audio: bool = False  # export the audio encoder
     use_v2: bool = False  # litert-torch Converter V2: weights streamed from the checkpoint
     delete_in_memory_params: bool = False
+    # One bundle (and one export) per cache length instead of one bundle with a signature set per
+    # length: LiteRT-LM 0.18.1's CPU executor runs only bundles with a single `decode` signature.
+    bundle_per_cache_length: bool = False
 
     def all_cache_lengths(self) -> list[int]:
         return sorted(set(self.cache_lengths or [self.cache_length]))
@@ -53,11 +56,23 @@ class ConvertResult:
     timings: dict[str, float]
 
 
-def bundle_paths(req: ConvertRequest, recipes: list[Recipe]) -> list[Path]:
-    """One recipe: OUT_DIR is the bundle. Several: OUT_DIR/<recipe> for each."""
+@dataclass(frozen=True)
+class _Job:
+    recipe: Recipe
+    cache_lengths: tuple[int, ...]  # the KV-cache lengths of this bundle's export
+    target: Path
+
+
+def _jobs(req: ConvertRequest, recipes: list[Recipe]) -> list[_Job]:
+    """One recipe: OUT_DIR is the bundle. Several: OUT_DIR/<recipe> for each. With a bundle per cache
+    length: OUT_DIR/ctx<N> (one recipe) or OUT_DIR/<recipe>-ctx<N> (several)."""
+    lengths = req.all_cache_lengths()
+    if req.bundle_per_cache_length:
+        return [_Job(r, (n,), req.out_dir / (f"ctx{n}" if len(recipes) == 1 else f"{r.name}-ctx{n}"))
+                for n in lengths for r in recipes]
     if len(recipes) == 1:
-        return [req.out_dir]
-    return [req.out_dir / r.name for r in recipes]
+        return [_Job(recipes[0], tuple(lengths), req.out_dir)]
+    return [_Job(r, tuple(lengths), req.out_dir / r.name) for r in recipes]
 
 
 def _check_out_dir(req: ConvertRequest, targets: list[Path]) -> None:
@@ -66,7 +81,7 @@ def _check_out_dir(req: ConvertRequest, targets: list[Path]) -> None:
         raise UserError(f"output path {out} exists and is a file", "choose another -o directory")
     if req.force:
         return
-    if len(targets) == 1:
+    if targets == [out]:
         if out.exists() and any(out.iterdir()) and not is_bundle(out):
             raise UserError(f"output directory {out} exists and is not a bundle",
                             "choose another -o directory, or pass --force to replace it")
@@ -180,6 +195,7 @@ class _Plan:
     info: CheckpointInfo
     recipes: list[Recipe]
     targets: list[Path]
+    jobs: list[_Job]
     npu_specs: list[Any]
     src_hash: str
 
@@ -194,9 +210,10 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
     progress = progress or Progress()
     with progress.step("validate checkpoint"):
         info, recipes = _validate(req)
-        targets = bundle_paths(req, recipes)
+        jobs = _jobs(req, recipes)
+        targets = [j.target for j in jobs]
         _check_out_dir(req, targets)
-        plan = _Plan(info=info, recipes=recipes, targets=targets, npu_specs=_parse_npu(req.npu_targets),
+        plan = _Plan(info=info, recipes=recipes, targets=targets, jobs=jobs, npu_specs=_parse_npu(req.npu_targets),
                      src_hash=checkpoint_hash(req.checkpoint))
     progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
                   f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
@@ -208,12 +225,11 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
 
 
 def _work_parent(req: ConvertRequest, targets: list[Path]) -> Path:
-    return req.out_dir.parent if len(targets) == 1 else req.out_dir
+    return req.out_dir.parent if targets == [req.out_dir] else req.out_dir
 
 
 def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=None) -> ConvertResult:
-    info, recipes, targets, npu_specs, src_hash = plan.info, plan.recipes, plan.targets, plan.npu_specs, plan.src_hash
-    parent = _work_parent(req, targets)
+    parent = _work_parent(req, plan.targets)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".g4m-convert-", dir=parent))
@@ -222,70 +238,88 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
     if on_work_dir is not None:
         on_work_dir(work)
     log = work / "export.log"
-    lengths = req.all_cache_lengths()
-    opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=max(lengths),
-                         cache_lengths=lengths if len(lengths) > 1 else None,
-                         sliding_window_ring_buffer_size=req.sliding_window_ring_buffer_size,
-                         export_vision_encoder=req.vision, export_audio_encoder=req.audio,
-                         externalize_embedder=info.model_type == "gemma4",
-                         use_v2=req.use_v2, delete_in_memory_params=req.delete_in_memory_params)
     bundles: list[Path] = []
     manifests: list[dict[str, Any]] = []
+    # Jobs that share their cache lengths share one float export (all of them, unless split per length).
+    exports: dict[tuple[int, ...], list[_Job]] = {}
+    for job in plan.jobs:
+        exports.setdefault(job.cache_lengths, []).append(job)
     try:
-        with progress.step("export float model (litert-torch)"):
-            with _third_party_step("litert-torch export", log):
-                fx = export_float(req.checkpoint, work / "float", opts)
         versions = tool_versions()
-        for recipe, final in zip(recipes, targets):
-            try:
-                with atomic_dir(final, replace=True) as tmp:
-                    with progress.step(f"quantize {recipe.name}"):
-                        try:
-                            with _third_party_step(f"quantizing with {recipe.name}", log):
-                                arts = quantize_artifacts(fx, recipe, work / recipe.name)
-                        except UserError as e:
-                            block = _block_size(recipe.name)
-                            if block and "Failed to get quantization parameters" in e.problem:
-                                raise UserError(
-                                    f"recipe {recipe.name} needs every quantized weight dimension to be a multiple of "
-                                    f"{block}, and this checkpoint has smaller or unaligned ones",
-                                    "use a channelwise recipe such as dynamic_wi4c_afp32 or dynamic_wi8_afp32") from None
-                            raise
-                    with progress.step(f"package {recipe.name}"):
-                        with _third_party_step("packaging the .litertlm", log):
-                            model = package(fx, arts, tmp)
-                        if model.name != MAIN_MODEL:
-                            model.rename(tmp / MAIN_MODEL)
-                    npu_entries = []
-                    if npu_specs:
-                        with progress.step(f"NPU compile {recipe.name}"):
-                            npu_entries = _compile_npu(tmp / MAIN_MODEL, npu_specs, tmp, req.npu_config, progress)
-                    sections = litertlm_sections(tmp / MAIN_MODEL)
-                    manifest = write_manifest(tmp, {
-                        "name": req.name or f"{req.checkpoint.resolve().name}-{recipe.name}",
-                        "variant": info.variant,
-                        "model_type": info.model_type,
-                        "recipe": {"name": recipe.name, "description": recipe.description,
-                                   "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits},
-                        "source": {"path": str(req.checkpoint.resolve()), "sha256": src_hash,
-                                   "num_parameters": info.num_parameters},
-                        "export": {"prefill_lengths": req.prefill_lengths, "cache_length": max(lengths),
-                                   "cache_lengths": lengths,
-                                   "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size,
-                                   "vision": req.vision, "audio": req.audio},
-                        "text_config": info.summary()["shape"],
-                        "sections": [{k: s[k] for k in ("data_type", "model_type", "size")}
-                                     for s in sections["sections"]],
-                        "npu": {"targets": npu_entries},
-                        "tool_versions": versions,
-                    })
-            except OSError as e:
-                raise _disk_error(e, final) from None
-            bundles.append(final)
-            manifests.append(manifest)
+        for lengths, jobs in exports.items():
+            opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=max(lengths),
+                                 cache_lengths=list(lengths) if len(lengths) > 1 else None,
+                                 sliding_window_ring_buffer_size=req.sliding_window_ring_buffer_size,
+                                 export_vision_encoder=req.vision, export_audio_encoder=req.audio,
+                                 externalize_embedder=plan.info.model_type == "gemma4",
+                                 use_v2=req.use_v2, delete_in_memory_params=req.delete_in_memory_params)
+            tag = f"-ctx{lengths[0]}" if req.bundle_per_cache_length else ""
+            step = "export float model (litert-torch)" + (f", cache {lengths[0]}" if tag else "")
+            with progress.step(step):
+                with _third_party_step("litert-torch export", log):
+                    fx = export_float(req.checkpoint, work / f"float{tag}", opts)
+            for job in jobs:
+                manifests.append(_make_bundle(req, plan, job, fx, work / f"{job.recipe.name}{tag}", log, versions,
+                                              progress))
+                bundles.append(job.target)
+            shutil.rmtree(work / f"float{tag}", ignore_errors=True)  # its bundles are made: free the disk
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ConvertResult(checkpoint=info, bundles=bundles, manifests=manifests, timings=dict(progress.timings))
+    return ConvertResult(checkpoint=plan.info, bundles=bundles, manifests=manifests, timings=dict(progress.timings))
+
+
+def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Path, log: Path,
+                 versions: dict[str, str], progress: Progress) -> dict[str, Any]:
+    """Quantize one export with one recipe, package it, NPU-compile it, write the manifest; the bundle
+    appears at its target only when all of it is there."""
+    recipe, final, info = job.recipe, job.target, plan.info
+    label = recipe.name + (f" ctx{job.cache_lengths[0]}" if req.bundle_per_cache_length else "")
+    try:
+        with atomic_dir(final, replace=True) as tmp:
+            with progress.step(f"quantize {label}"):
+                try:
+                    with _third_party_step(f"quantizing with {recipe.name}", log):
+                        arts = quantize_artifacts(fx, recipe, qwork)
+                except UserError as e:
+                    block = _block_size(recipe.name)
+                    if block and "Failed to get quantization parameters" in e.problem:
+                        raise UserError(
+                            f"recipe {recipe.name} needs every quantized weight dimension to be a multiple of "
+                            f"{block}, and this checkpoint has smaller or unaligned ones",
+                            "use a channelwise recipe such as dynamic_wi4c_afp32 or dynamic_wi8_afp32") from None
+                    raise
+            with progress.step(f"package {label}"):
+                with _third_party_step("packaging the .litertlm", log):
+                    model = package(fx, arts, tmp)
+                if model.name != MAIN_MODEL:
+                    model.rename(tmp / MAIN_MODEL)
+            npu_entries = []
+            if plan.npu_specs:
+                with progress.step(f"NPU compile {label}"):
+                    npu_entries = _compile_npu(tmp / MAIN_MODEL, plan.npu_specs, tmp, req.npu_config, progress)
+            sections = litertlm_sections(tmp / MAIN_MODEL)
+            name = req.name or f"{req.checkpoint.resolve().name}-{recipe.name}"
+            if req.bundle_per_cache_length:
+                name += f"-ctx{job.cache_lengths[0]}"
+            return write_manifest(tmp, {
+                "name": name,
+                "variant": info.variant,
+                "model_type": info.model_type,
+                "recipe": {"name": recipe.name, "description": recipe.description,
+                           "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits},
+                "source": {"path": str(req.checkpoint.resolve()), "sha256": plan.src_hash,
+                           "num_parameters": info.num_parameters},
+                "export": {"prefill_lengths": req.prefill_lengths, "cache_length": max(job.cache_lengths),
+                           "cache_lengths": list(job.cache_lengths),
+                           "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size,
+                           "vision": req.vision, "audio": req.audio},
+                "text_config": info.summary()["shape"],
+                "sections": [{k: s[k] for k in ("data_type", "model_type", "size")} for s in sections["sections"]],
+                "npu": {"targets": npu_entries},
+                "tool_versions": versions,
+            })
+    except OSError as e:
+        raise _disk_error(e, final) from None
 
 
 def _parse_npu(specs: list[str]) -> list[Any]:

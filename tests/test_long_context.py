@@ -1,4 +1,5 @@
 """Long context: a long cache with several prefill lengths loads and generates past the sliding window;
+one bundle per cache length (the CPU engine's way to several contexts) loads and generates at each;
 several cache lengths in one bundle and sliding-window ring buffers are exported as litert-torch
 offers them, and the two places where these library versions stop are pinned as strict xfails
 (so that an upgrade that fixes them shows up); the planner accounts for ring buffers."""
@@ -74,6 +75,51 @@ def test_multi_cache_generates_at_each_context(multi_cache_bundle, context):
               "--json")
     assert res.code == 0, res.err
     assert res.json()["response"] == ANSWER
+
+
+@pytest.fixture(scope="session")
+def per_length_bundles(tiny_e2b, tmp_path_factory):
+    out = tmp_path_factory.mktemp("longctx") / "split"
+    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "256,2k", "--prefill", "32",
+              "--bundle-per-cache-length", "--json")
+    assert res.code == 0, res.err
+    return out, res.json()
+
+
+def test_bundle_per_cache_length_generates_at_each_context(per_length_bundles):
+    """The workaround for the multi-cache limit above: one export and one bundle per length, each with
+    the plain prefill/decode signatures the CPU engine looks up."""
+    out, d = per_length_bundles
+    assert sorted(p.name for p in out.iterdir()) == ["ctx2048", "ctx256"]
+    assert [(b["bundle"], b["cache_lengths"]) for b in d["bundles"]] == [
+        (str(out / "ctx256"), [256]), (str(out / "ctx2048"), [2048])]
+    for n in (256, 2048):
+        bundle = out / f"ctx{n}"
+        m = json.loads((bundle / "manifest.json").read_text())
+        assert m["export"]["cache_length"] == n and m["export"]["cache_lengths"] == [n]
+        assert m["name"].endswith(f"-ctx{n}")
+        assert {"prefill_32", "decode"} <= _sig_names(bundle / "model.litertlm")
+        res = cli("run", bundle, "--prompt", "What is the capital of France?", "--json")
+        assert res.code == 0, res.err
+        assert res.json()["response"] == ANSWER
+    # the long one takes a prompt past the sliding window; the short one refuses a context beyond it
+    res = cli("run", out / "ctx2048", "--prompt", LONG_PROMPT, "--json", "--max-tokens", "8")
+    assert res.code == 0 and res.json()["prefill_tokens"] > 64, res.err
+    assert_one_line_error(cli("run", out / "ctx256", "--prompt", "hi", "--context", "2048"), "outside")
+
+
+def test_bundle_per_cache_length_layout(tmp_path):
+    from converters.pipeline import ConvertRequest, _jobs
+    from converters.recipes import parse_recipes
+
+    req = ConvertRequest(checkpoint=tmp_path, out_dir=tmp_path / "o", cache_length=4096, cache_lengths=[4096, 32768],
+                         bundle_per_cache_length=True)
+    one = parse_recipes(["int8"])
+    two = parse_recipes(["int8", "dynamic_wi4c_afp32"])
+    assert [(j.target.name, j.cache_lengths) for j in _jobs(req, one)] == [("ctx4096", (4096,)), ("ctx32768", (32768,))]
+    assert [j.target.name for j in _jobs(req, two)] == [f"{r.name}-ctx{n}" for n in (4096, 32768) for r in two]
+    req.bundle_per_cache_length = False
+    assert [(j.target, j.cache_lengths) for j in _jobs(req, one)] == [(tmp_path / "o", (4096, 32768))]
 
 
 def test_long_cache_generates(long_bundle):

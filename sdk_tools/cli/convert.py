@@ -49,7 +49,11 @@ def convert_cmd(
     prefill: List[int] = typer.Option([128], "--prefill", help="Prefill signature length(s)."),
     cache_length: List[str] = typer.Option(["1024"], "--cache-length",
                                            help="KV cache length(s) (context), repeatable or comma-separated: "
-                                                "several make one bundle with a signature set per length."),
+                                                "several make one bundle with a signature set per length "
+                                                "(see --bundle-per-cache-length)."),
+    per_length: bool = typer.Option(False, "--bundle-per-cache-length",
+                                    help="One bundle per cache length (OUT/ctx<N>, or OUT/<recipe>-ctx<N>): "
+                                         "LiteRT-LM 0.18.1's CPU engine runs only single-length bundles."),
     npu: List[str] = typer.Option([], "--npu", help="NPU targets, e.g. qualcomm:SM8650,mediatek:MT6991."),
     npu_config: Optional[Path] = typer.Option(None, "--npu-config", help="Delegate config JSON for the NPU targets."),
     ring_buffer: Optional[int] = typer.Option(None, "--sliding-window-ring-buffer",
@@ -79,13 +83,19 @@ def convert_cmd(
                          cache_length=max(lengths), cache_lengths=lengths if len(lengths) > 1 else [],
                          force=force, npu_targets=list(npu), npu_config=npu_config,
                          sliding_window_ring_buffer_size=ring_buffer, name=name, vision=vision, audio=audio,
-                         use_v2=use_v2 or delete_params, delete_in_memory_params=delete_params)
+                         use_v2=use_v2 or delete_params, delete_in_memory_params=delete_params,
+                         bundle_per_cache_length=per_length)
+    if len(lengths) > 1 and not per_length and not as_json:
+        err_console.print("note: a bundle with several cache lengths names its signatures decode_cache_<N>; "
+                          "LiteRT-LM 0.18.1's CPU engine runs only single-length bundles "
+                          "(--bundle-per-cache-length makes one per length)", highlight=False)
     with RichProgress(enabled=not as_json) as progress:
         res = convert(req, progress)
     rows = []
     for path, m in zip(res.bundles, res.manifests):
         size = m["files"][m["main_model"]]["size"]
         rows.append({"bundle": str(path), "recipe": m["recipe"]["name"], "variant": m["variant"],
+                     "cache_lengths": m["export"]["cache_lengths"],
                      "model_bytes": size, "sha256": m["files"][m["main_model"]]["sha256"],
                      "npu": m["npu"]["targets"]})
     if as_json:
@@ -94,7 +104,8 @@ def convert_cmd(
     err_console.print(f"variant: {res.checkpoint.variant} ({res.checkpoint.num_parameters / 1e6:.2f}M params)",
                       highlight=False)
     for r in rows:
-        typer.echo(f"{r['bundle']}  {r['recipe']:<22} {r['model_bytes'] / 1e6:8.2f} MB")
+        ctx = ",".join(map(str, r["cache_lengths"]))
+        typer.echo(f"{r['bundle']}  {r['recipe']:<22} ctx {ctx:<10} {r['model_bytes'] / 1e6:8.2f} MB")
         for t in r["npu"]:
             typer.echo(f"  npu {t['vendor']}:{t['soc']}: {t['status']}" + (f" ({t['message']})" if t["message"] else ""))
 
