@@ -145,7 +145,7 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
     (instead of letting the kernel's OOM killer pick a process) and the run is reported as stopped."""
     exe = Path(sys.executable).with_name("gemma4-mobile")
     cmd = [str(exe), "convert", str(ckpt), "-o", str(out), "-r", recipe, "--cache-length", str(cache),
-           "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else [])
+           "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else ["--ignore-memory-check"])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     peak, peak_total, at_peak, timeline, stopped = [0], [0], [0.0], [], [False]

@@ -43,6 +43,7 @@ class ConvertRequest:
     # One bundle (and one export) per cache length instead of one bundle with a signature set per
     # length: LiteRT-LM 0.18.1's CPU executor runs only bundles with a single `decode` signature.
     bundle_per_cache_length: bool = False
+    ignore_memory_check: bool = False  # convert even when the estimate says the host's RAM is too small
 
     def all_cache_lengths(self) -> list[int]:
         return sorted(set(self.cache_lengths or [self.cache_length]))
@@ -140,7 +141,33 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
                         "convert the encoders without --use-v2")
     if req.use_v2:
         _check_converter_v2()
+    elif not req.ignore_memory_check:
+        _check_host_memory(info)
     return info, recipes
+
+
+def _host_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_host_memory(info: CheckpointInfo) -> None:
+    """A real-size checkpoint needs more RAM than many hosts have (E2B: ~45 GiB); say so before a
+    conversion that the OOM killer would end minutes later."""
+    from converters.planner import conversion_memory_bytes
+
+    need, have = conversion_memory_bytes(info.num_parameters), _host_ram()
+    if need > have:
+        raise UserError(f"converting this {info.num_parameters / 1e9:.2f}B-parameter checkpoint needs ~"
+                        f"{need / 2**30:.1f} GiB of RAM with litert-torch's default converter; this host has "
+                        f"{have / 2**30:.1f} GiB",
+                        "convert on a host with more memory, or pass --ignore-memory-check to try anyway")
 
 
 def _check_converter_v2() -> None:

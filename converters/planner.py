@@ -48,6 +48,18 @@ METADATA_BYTES = 61_000  # litertlm header, LLM + executor metadata, section ali
 # Size of the Gemma 4 tokenizer section (262k-entry SentencePiece/HF tokenizer, zlib) for presets.
 PRESET_TOKENIZER_BYTES = 4_700_000
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+# Host memory of one conversion with litert-torch's default converter (the float32 model, its traced
+# program and the float TFLite flatbuffer at once): peak anonymous RSS fitted on full-width E2B-shaped
+# checkpoints of 2 and 4 layers (0.62 and 0.82 B params: 8.60 and 10.48 GiB) by
+# `benchmarks/realsize_convert.py --sweep-layers 2,4`; the full 4.63 B-param E2B passed 22 GiB and was
+# stopped there, consistent with the fit's 44.9 GiB.
+CONVERT_FIXED_BYTES = int(3.01 * (1 << 30))
+CONVERT_BYTES_PER_PARAM = 9.72
+
+
+def conversion_memory_bytes(parameters: int) -> int:
+    """Estimated peak host RAM to convert a checkpoint of `parameters` with the default converter."""
+    return CONVERT_FIXED_BYTES + int(CONVERT_BYTES_PER_PARAM * parameters)
 
 
 @dataclass(frozen=True)
@@ -353,6 +365,7 @@ class Plan:
     bundle_bytes: int
     bundle_sections: dict[str, int]
     memory: dict[str, int]
+    conversion_host_bytes: int = 0  # peak host RAM to convert it (default converter)
     budget_bytes: int | None = None
     budget_source: str | None = None
     fits: bool | None = None
@@ -381,6 +394,8 @@ def plan(model: str | ModelShape, recipe: str, context: int, *, prefill: int = 1
              vision=vision, audio=audio, parameters=asdict(pc) | {"checkpoint_text": pc.checkpoint_text},
              bundle_bytes=b.total, bundle_sections=b.sections,
              memory=asdict(m) | {"total": m.total, "total_all_resident": m.total_all_resident},
+             conversion_host_bytes=conversion_memory_bytes(
+                 pc.checkpoint_text + pc.vision_encoder + pc.vision_adapter + pc.audio_encoder + pc.audio_adapter),
              budget_bytes=budget_bytes, budget_source=budget_source)
     if budget_bytes is not None:
         p.fits = m.total <= budget_bytes

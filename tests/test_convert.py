@@ -77,6 +77,26 @@ def test_use_v2_without_tensorflow_support(tiny_e2b, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_host_too_small_for_the_conversion(tiny_e2b, tmp_path, monkeypatch):
+    """A checkpoint whose estimated conversion peak (planner.conversion_memory_bytes, fitted by the
+    realsize benchmark) exceeds the host's RAM is refused before exporting; the flag overrides it."""
+    from converters import pipeline, planner
+
+    need = planner.conversion_memory_bytes(pipeline.inspect_checkpoint(tiny_e2b).num_parameters)
+    monkeypatch.setattr(pipeline, "_host_ram", lambda: need - 1)
+    res = cli("convert", tiny_e2b, "-o", tmp_path / "out")
+    assert_one_line_error(res, f"needs ~{need / 2**30:.1f} GiB of RAM", "--ignore-memory-check")
+    assert not (tmp_path / "out").exists()
+    # a real E2B needs more than this 24 GiB machine class has
+    e2b = planner.plan("e2b", "dynamic_wi4b32_afp32", 4096)
+    assert e2b.conversion_host_bytes > 40 * 2**30
+    req = pipeline.ConvertRequest(checkpoint=tiny_e2b, out_dir=tmp_path / "out", ignore_memory_check=True)
+    pipeline._validate(req)  # the override passes validation
+    monkeypatch.setattr(pipeline, "_host_ram", lambda: need)
+    req.ignore_memory_check = False
+    pipeline._validate(req)  # and so does a host with just enough RAM
+
+
 def test_existing_non_bundle_output_refused(tiny_e2b, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
