@@ -133,13 +133,6 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return anon, total
 
 
-def mem_total() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_limit: int) -> dict:
     """Convert in a new session, sampling the tree's RSS; past `rss_limit` the whole tree is killed
     (instead of letting the kernel's OOM killer pick a process) and the run is reported as stopped."""
@@ -189,11 +182,11 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
 
 
 def converter_v2_supported() -> bool:
-    from converters.pipeline import _check_converter_v2
+    from converters.pipeline import check_converter_v2
     from gemma4_common.errors import UserError
 
     try:
-        _check_converter_v2()
+        check_converter_v2()
         return True
     except UserError as e:
         print(f"converter v2 (streaming): not run: {e}")
@@ -263,7 +256,7 @@ def extrapolate(points: list[dict], full_params: int, machine: int) -> dict | No
         return None
 
     def fit(ys):
-        n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         return my - slope * mx, slope
 
@@ -294,10 +287,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints and bundles")
     args = ap.parse_args()
 
-    from converters.planner import ModelShape, estimate_bundle
+    from converters.planner import ModelShape, count_params, estimate_bundle, host_ram_bytes
     from converters.recipes import get_recipe
 
-    machine = mem_total()
+    machine = host_ram_bytes()
     args.rss_limit = int(args.rss_limit_gib * 2**30) if args.rss_limit_gib else machine - int(1.5 * 2**30)
     own_work = args.work is None
     args.work = args.work or Path(tempfile.mkdtemp(prefix="g4m-realsize-"))
@@ -305,8 +298,9 @@ def main() -> int:
     try:
         sweep = [int(x) for x in args.sweep_layers.split(",")] if args.sweep_layers else []
         points = [measure(args, n, v2_ok) for n in sweep]
-        full_tc = text_config(args.variant, args.layers, args.scale)
-        full_params = sum(_param_count(full_tc))
+        # the checkpoint's parameters (tied head stored once), as write_checkpoint will write them
+        full_params = count_params(ModelShape.from_config(text_config(args.variant, args.layers, args.scale),
+                                                          name=args.variant)).checkpoint_text
         fitted = extrapolate(points, full_params, machine) if points else None
         points.append(measure(args, args.layers, v2_ok))
         last = points[-1]
@@ -330,19 +324,6 @@ def main() -> int:
     finally:
         if not args.keep and own_work:
             shutil.rmtree(args.work, ignore_errors=True)
-
-
-def _param_count(tc: dict):
-    """Parameter counts of the checkpoint `write_checkpoint` would write (lm_head tied, not stored)."""
-    import torch
-    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
-
-    cfg = Gemma4TextConfig(**{k: v for k, v in tc.items() if k != "model_type"})
-    with torch.device("meta"):
-        model = Gemma4ForCausalLM(cfg)
-    for k, v in model.state_dict().items():
-        if k != "lm_head.weight":
-            yield v.numel()
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class _Job:
     recipe: Recipe
     cache_lengths: tuple[int, ...]  # the KV-cache lengths of this bundle's export
     target: Path
+    ctx: str = ""  # "ctx<N>" when the request makes one bundle per cache length
 
 
 def _jobs(req: ConvertRequest, recipes: list[Recipe]) -> list[_Job]:
@@ -69,7 +70,7 @@ def _jobs(req: ConvertRequest, recipes: list[Recipe]) -> list[_Job]:
     length: OUT_DIR/ctx<N> (one recipe) or OUT_DIR/<recipe>-ctx<N> (several)."""
     lengths = req.all_cache_lengths()
     if req.bundle_per_cache_length:
-        return [_Job(r, (n,), req.out_dir / (f"ctx{n}" if len(recipes) == 1 else f"{r.name}-ctx{n}"))
+        return [_Job(r, (n,), req.out_dir / (f"ctx{n}" if len(recipes) == 1 else f"{r.name}-ctx{n}"), f"ctx{n}")
                 for n in lengths for r in recipes]
     if len(recipes) == 1:
         return [_Job(recipes[0], tuple(lengths), req.out_dir)]
@@ -140,29 +141,18 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
         raise UserError("litert-torch's Converter V2 (--use-v2) exports text generation only",
                         "convert the encoders without --use-v2")
     if req.use_v2:
-        _check_converter_v2()
+        check_converter_v2()
     elif not req.ignore_memory_check:
         _check_host_memory(info)
     return info, recipes
 
 
-def _host_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def _check_host_memory(info: CheckpointInfo) -> None:
     """A real-size checkpoint needs more RAM than many hosts have (E2B: ~45 GiB); say so before a
     conversion that the OOM killer would end minutes later."""
-    from converters.planner import conversion_memory_bytes
+    from converters.planner import conversion_memory_bytes, host_ram_bytes
 
-    need, have = conversion_memory_bytes(info.num_parameters), _host_ram()
+    need, have = conversion_memory_bytes(info.num_parameters), host_ram_bytes()
     if need > have:
         raise UserError(f"converting this {info.num_parameters / 1e9:.2f}B-parameter checkpoint needs ~"
                         f"{need / 2**30:.1f} GiB of RAM with litert-torch's default converter; this host has "
@@ -170,7 +160,7 @@ def _check_host_memory(info: CheckpointInfo) -> None:
                         "convert on a host with more memory, or pass --ignore-memory-check to try anyway")
 
 
-def _check_converter_v2() -> None:
+def check_converter_v2() -> None:
     """Converter V2 lowers through TensorFlow's `convert_mlir_bytecode`, which tensorflow-cpu 2.21.0 lacks;
     say so before the export starts instead of failing minutes into it."""
     from importlib.metadata import PackageNotFoundError, version
@@ -220,11 +210,13 @@ def _third_party_step(what: str, log: Path) -> Iterator[None]:
 @dataclass
 class _Plan:
     info: CheckpointInfo
-    recipes: list[Recipe]
-    targets: list[Path]
     jobs: list[_Job]
     npu_specs: list[Any]
     src_hash: str
+
+    @property
+    def targets(self) -> list[Path]:
+        return [j.target for j in self.jobs]
 
 
 def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: bool = True) -> ConvertResult:
@@ -238,9 +230,8 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
     with progress.step("validate checkpoint"):
         info, recipes = _validate(req)
         jobs = _jobs(req, recipes)
-        targets = [j.target for j in jobs]
-        _check_out_dir(req, targets)
-        plan = _Plan(info=info, recipes=recipes, targets=targets, jobs=jobs, npu_specs=_parse_npu(req.npu_targets),
+        _check_out_dir(req, [j.target for j in jobs])  # before hashing a checkpoint of gigabytes
+        plan = _Plan(info=info, jobs=jobs, npu_specs=_parse_npu(req.npu_targets),
                      src_hash=checkpoint_hash(req.checkpoint))
     progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
                   f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
@@ -248,7 +239,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
         return _produce(req, plan, progress)
     from converters.isolation import run_isolated
 
-    return run_isolated(_produce, req, plan, progress, work_parent=_work_parent(req, targets))
+    return run_isolated(_produce, req, plan, progress, work_parent=_work_parent(req, plan.targets))
 
 
 def _work_parent(req: ConvertRequest, targets: list[Path]) -> Path:
@@ -280,9 +271,9 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
                                  export_vision_encoder=req.vision, export_audio_encoder=req.audio,
                                  externalize_embedder=plan.info.model_type == "gemma4",
                                  use_v2=req.use_v2, delete_in_memory_params=req.delete_in_memory_params)
-            tag = f"-ctx{lengths[0]}" if req.bundle_per_cache_length else ""
-            step = "export float model (litert-torch)" + (f", cache {lengths[0]}" if tag else "")
-            with progress.step(step):
+            ctx = jobs[0].ctx
+            tag = f"-{ctx}" if ctx else ""
+            with progress.step("export float model (litert-torch)" + (f", cache {lengths[0]}" if ctx else "")):
                 with _third_party_step("litert-torch export", log):
                     fx = export_float(req.checkpoint, work / f"float{tag}", opts)
             for job in jobs:
@@ -300,7 +291,7 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
     """Quantize one export with one recipe, package it, NPU-compile it, write the manifest; the bundle
     appears at its target only when all of it is there."""
     recipe, final, info = job.recipe, job.target, plan.info
-    label = recipe.name + (f" ctx{job.cache_lengths[0]}" if req.bundle_per_cache_length else "")
+    label = f"{recipe.name} {job.ctx}".strip()
     try:
         with atomic_dir(final, replace=True) as tmp:
             with progress.step(f"quantize {label}"):
@@ -326,10 +317,8 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
                     npu_entries = _compile_npu(tmp / MAIN_MODEL, plan.npu_specs, tmp, req.npu_config, progress)
             sections = litertlm_sections(tmp / MAIN_MODEL)
             name = req.name or f"{req.checkpoint.resolve().name}-{recipe.name}"
-            if req.bundle_per_cache_length:
-                name += f"-ctx{job.cache_lengths[0]}"
             return write_manifest(tmp, {
-                "name": name,
+                "name": name + (f"-{job.ctx}" if job.ctx else ""),
                 "variant": info.variant,
                 "model_type": info.model_type,
                 "recipe": {"name": recipe.name, "description": recipe.description,

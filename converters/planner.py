@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,18 @@ CONVERT_BYTES_PER_PARAM = 9.72
 def conversion_memory_bytes(parameters: int) -> int:
     """Estimated peak host RAM to convert a checkpoint of `parameters` with the default converter."""
     return CONVERT_FIXED_BYTES + int(CONVERT_BYTES_PER_PARAM * parameters)
+
+
+def host_ram_bytes() -> int:
+    """This host's physical RAM (MemTotal)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def test_host_too_small_for_the_conversion(tiny_e2b, tmp_path, monkeypatch):
     from converters import pipeline, planner
 
     need = planner.conversion_memory_bytes(pipeline.inspect_checkpoint(tiny_e2b).num_parameters)
-    monkeypatch.setattr(pipeline, "_host_ram", lambda: need - 1)
+    monkeypatch.setattr(planner, "host_ram_bytes", lambda: need - 1)
     res = cli("convert", tiny_e2b, "-o", tmp_path / "out")
     assert_one_line_error(res, f"needs ~{need / 2**30:.1f} GiB of RAM", "--ignore-memory-check")
     assert not (tmp_path / "out").exists()
@@ -92,7 +92,7 @@ def test_host_too_small_for_the_conversion(tiny_e2b, tmp_path, monkeypatch):
     assert e2b.conversion_host_bytes > 40 * 2**30
     req = pipeline.ConvertRequest(checkpoint=tiny_e2b, out_dir=tmp_path / "out", ignore_memory_check=True)
     pipeline._validate(req)  # the override passes validation
-    monkeypatch.setattr(pipeline, "_host_ram", lambda: need)
+    monkeypatch.setattr(planner, "host_ram_bytes", lambda: need)
     req.ignore_memory_check = False
     pipeline._validate(req)  # and so does a host with just enough RAM
 
