@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_common.errors import UserError
-from gemma4_common.fsutil import atomic_write_text, sha256_file
+from gemma4_common.fsutil import atomic_write_text, read_json, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "gemma4-mobile-bundle/1"
@@ -47,10 +47,7 @@ def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
     if not mp.is_file():
         raise UserError(f"{bundle_dir} is not a bundle (no {MANIFEST})",
                         "pass a directory made by `gemma4-mobile convert`")
-    try:
-        m = json.loads(mp.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{mp} is not valid JSON ({e.msg})", "re-run `gemma4-mobile convert`") from None
+    m = read_json(mp, "re-run `gemma4-mobile convert`")
     if m.get("format") != FORMAT:
         raise UserError(f"{mp} has format {m.get('format')!r}, expected {FORMAT!r}",
                         "re-run `gemma4-mobile convert` with this version")

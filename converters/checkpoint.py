@@ -11,6 +11,7 @@ from typing import Any
 
 from converters.presets import PRESETS, identifying
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
 
 GEMMA4_MODEL_TYPES = {"gemma4", "gemma4_text"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -46,13 +47,6 @@ class CheckpointInfo:
         d["layer_types"] = {"sliding": self.layer_types.count("sliding_attention"),
                             "full": self.layer_types.count("full_attention")}
         return d
-
-
-def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", fix) from None
 
 
 def safetensors_tensors(path: Path) -> dict[str, dict[str, Any]]:
@@ -108,7 +102,7 @@ def inspect_checkpoint(path: Path | str) -> CheckpointInfo:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise UserError(f"{path} has no config.json", "pass a Hugging Face checkpoint directory")
-    cfg = _read_json(cfg_path, "config", "fix or re-download config.json")
+    cfg = read_json(cfg_path, "fix or re-download config.json")
     model_type = cfg.get("model_type")
     if model_type not in GEMMA4_MODEL_TYPES:
         raise UserError(f"{path} holds a {model_type!r} checkpoint, not Gemma 4",

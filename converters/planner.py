@@ -25,7 +25,6 @@ Assumptions (also listed in `Plan.assumptions`, which `gemma4-mobile plan` print
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import zlib
@@ -36,6 +35,7 @@ from typing import Any
 from converters import presets
 from converters.recipes import RECIPES, Recipe, get_recipe
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
 
 MiB = 1 << 20
 RUNTIME_OVERHEAD_BYTES = 64 * MiB
@@ -160,10 +160,7 @@ def load_shape(model: str) -> ModelShape:
     if not cfg_path.is_file():
         raise UserError(f"{model!r} is neither a known model nor a checkpoint directory",
                         f"pass one of {', '.join(presets.PRESETS)} or a directory holding config.json")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{cfg_path} is not valid JSON ({e.msg})", "fix or re-download config.json") from None
+    cfg = read_json(cfg_path, "fix or re-download config.json")
     tc = cfg.get("text_config") or cfg
     if cfg.get("model_type") not in ("gemma4", "gemma4_text") or "hidden_size" not in tc:
         raise UserError(f"{cfg_path} is not a Gemma 4 config", "pass a Gemma 4 checkpoint directory")

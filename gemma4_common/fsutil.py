@@ -1,16 +1,28 @@
-"""Atomic file and directory writes and sha256 of files: the only place these are done."""
+"""Atomic file and directory writes, sha256 of files, and reading a JSON file with a one-line error:
+the only place these are done."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from gemma4_common.errors import UserError
 
 CHUNK = 1 << 20
+
+
+def read_json(path: Path | str, fix: str) -> Any:
+    """A JSON file's content; invalid JSON is a UserError naming the file, the place and `fix`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", fix) from None
 
 
 def sha256_file(path: Path | str, chunk: int = CHUNK) -> str:

@@ -7,11 +7,11 @@ the API the rest of the project uses.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -81,8 +81,5 @@ def load_profile(name: str) -> DeviceProfile:
     if not path.is_file():
         raise UserError(f"unknown device profile {name!r}",
                         f"choose one of: {', '.join(list_profiles())}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"device profile {path} is not valid JSON: {e}", "fix the file")
+    data = read_json(path, "fix the device profile")
     return _from_dict(data, path.name)
