@@ -17,23 +17,25 @@ ANSWER = "The capital of France is Paris."
 LONG_PROMPT = " ".join(["The weather today is mild and calm."] * 12) + " What is the capital of France?"
 
 
+def _convert_int8(tiny_e2b, tmp_path_factory, name: str, *flags: str):
+    """(out dir, convert's JSON) of an int8 conversion of the tiny E2B with these flags."""
+    out = tmp_path_factory.mktemp("longctx") / name
+    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", *flags, "--json")
+    assert res.code == 0, res.err
+    return out, res.json()
+
+
 @pytest.fixture(scope="session")
 def multi_cache_bundle(tiny_e2b, tmp_path_factory):
-    out = tmp_path_factory.mktemp("longctx") / "multi"
-    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "256,2k",
-              "--prefill", "32", "--prefill", "128", "--json")
-    assert res.code == 0, res.err
-    return out
+    return _convert_int8(tiny_e2b, tmp_path_factory, "multi", "--cache-length", "256,2k",
+                         "--prefill", "32", "--prefill", "128")[0]
 
 
 @pytest.fixture(scope="session")
 def long_bundle(tiny_e2b, tmp_path_factory):
     """One 2K cache (32x the tiny models' 64-token window), prefill signatures of 32 and 128."""
-    out = tmp_path_factory.mktemp("longctx") / "long"
-    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "2k",
-              "--prefill", "32", "--prefill", "128", "--json")
-    assert res.code == 0, res.err
-    return out
+    return _convert_int8(tiny_e2b, tmp_path_factory, "long", "--cache-length", "2k",
+                         "--prefill", "32", "--prefill", "128")[0]
 
 
 MULTI_CACHE_XFAIL = pytest.mark.xfail(strict=True, reason=(
@@ -79,11 +81,8 @@ def test_multi_cache_generates_at_each_context(multi_cache_bundle, context):
 
 @pytest.fixture(scope="session")
 def per_length_bundles(tiny_e2b, tmp_path_factory):
-    out = tmp_path_factory.mktemp("longctx") / "split"
-    res = cli("convert", tiny_e2b, "-o", out, "-r", "int8", "--cache-length", "256,2k", "--prefill", "32",
-              "--bundle-per-cache-length", "--json")
-    assert res.code == 0, res.err
-    return out, res.json()
+    return _convert_int8(tiny_e2b, tmp_path_factory, "split", "--cache-length", "256,2k", "--prefill", "32",
+                         "--bundle-per-cache-length")
 
 
 def test_bundle_per_cache_length_generates_at_each_context(per_length_bundles):
