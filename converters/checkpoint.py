@@ -64,6 +64,9 @@ def safetensors_tensors(path: Path) -> dict[str, dict[str, Any]]:
             header = json.loads(f.read(hlen))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path.name} is corrupt (unreadable safetensors header)", fix) from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path.name} is corrupt (its safetensors header is a JSON {type(header).__name__}, "
+                        "not an object)", fix)
     header.pop("__metadata__", None)
     end = 0
     for name, meta in header.items():
@@ -71,6 +74,12 @@ def safetensors_tensors(path: Path) -> dict[str, dict[str, Any]]:
             lo, hi = meta["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path.name} is corrupt (tensor {name} has no data offsets)", fix) from None
+        if not all(type(v) is int and v >= 0 for v in (lo, hi)) or lo > hi:
+            raise UserError(f"{path.name} is corrupt (tensor {name} has data offsets {[lo, hi]!r}, "
+                            "not two whole numbers in order)", fix)
+        shape = meta.get("shape", [])
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise UserError(f"{path.name} is corrupt (tensor {name} has shape {shape!r})", fix)
         end = max(end, hi)
     if 8 + hlen + end > size:
         raise UserError(
@@ -92,6 +101,19 @@ def detect_variant(tc: dict[str, Any]) -> str:
     return "custom"
 
 
+def read_config(cfg_path: Path) -> dict[str, Any]:
+    """config.json as a dict whose model_type is a string (its value is checked by the caller)."""
+    cfg = read_json(cfg_path, "fix or re-download config.json")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not an object",
+                        "use the config.json that came with the checkpoint")
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str):
+        raise UserError(f"{cfg_path}: model_type is {model_type!r}, not a name",
+                        "use the config.json that came with the checkpoint (model_type gemma4 or gemma4_text)")
+    return cfg
+
+
 def inspect_checkpoint(path: Path | str) -> CheckpointInfo:
     path = Path(path)
     if not path.exists():
@@ -102,8 +124,8 @@ def inspect_checkpoint(path: Path | str) -> CheckpointInfo:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise UserError(f"{path} has no config.json", "pass a Hugging Face checkpoint directory")
-    cfg = read_json(cfg_path, "fix or re-download config.json")
-    model_type = cfg.get("model_type")
+    cfg = read_config(cfg_path)
+    model_type = cfg["model_type"]
     if model_type not in GEMMA4_MODEL_TYPES:
         raise UserError(f"{path} holds a {model_type!r} checkpoint, not Gemma 4",
                         "gemma4-mobile converts Gemma 4 checkpoints (model_type gemma4 or gemma4_text)")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from gemma4_common.errors import UserError
 from gemma4_common.progress import Progress
@@ -54,11 +55,21 @@ def _child(fn: Callable, args: tuple, conn) -> None:
         conn.close()
 
 
-def _leftovers(parent: Path, before: set[str]) -> list[Path]:
+def work_prefix(pid: int) -> str:
+    """Name prefix of the work directory that the conversion process `pid` makes: a run cleans up
+    only its own, never that of another convert writing into the same parent directory."""
+    return f".g4m-convert-{pid}-"
+
+
+def _leftovers(parent: Path, before: set[str], pid: int | None, targets: Sequence[Path]) -> list[Path]:
+    """What this run's child left in `parent`: its work directory, and the temporary directories
+    (gemma4_common.fsutil.atomic_dir: `.<target>.<random>.part`) of this run's targets."""
     if not parent.is_dir():
         return []
-    return [p for p in parent.iterdir() if p.name not in before and p.name.startswith(".")
-            and (p.name.startswith(".g4m-convert-") or p.name.endswith(".part"))]
+    own = [re.compile(rf"\.{re.escape(t.name)}\.[^.]+\.part") for t in targets if t.parent == parent]
+    prefix = work_prefix(pid) if pid is not None else None
+    return [p for p in parent.iterdir() if p.name not in before
+            and ((prefix and p.name.startswith(prefix)) or any(r.fullmatch(p.name) for r in own))]
 
 
 def _log_tail(work: str | None) -> str:
@@ -69,7 +80,8 @@ def _log_tail(work: str | None) -> str:
     return log_tail(Path(work) / "export.log", 2)
 
 
-def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_parent: Path) -> Any:
+def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_parent: Path,
+                 targets: Sequence[Path] = ()) -> Any:
     before = {p.name for p in work_parent.iterdir()} if work_parent.is_dir() else set()
     created_parent = not work_parent.exists()
     ctx = mp.get_context("spawn")
@@ -133,7 +145,7 @@ def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_
         if proc.is_alive():
             proc.kill()
             proc.join()
-        _cleanup(work_parent, before, created_parent)
+        _cleanup(work_parent, before, created_parent, proc.pid, targets)
         raise
     finally:
         while steps:
@@ -141,7 +153,7 @@ def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_
         recv.close()
     if outcome is None or proc.exitcode not in (0, None):
         tail = _log_tail(work)
-        _cleanup(work_parent, before, created_parent)
+        _cleanup(work_parent, before, created_parent, proc.pid, targets)
         code = proc.exitcode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
         if outcome is None:
@@ -151,14 +163,15 @@ def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_
     kind = outcome[0]
     if kind == "result":
         return outcome[1]
-    _cleanup(work_parent, before, created_parent)
+    _cleanup(work_parent, before, created_parent, proc.pid, targets)
     if kind == "user_error":
         raise UserError(outcome[1], outcome[2])
     raise RuntimeError(f"conversion failed with a bug: {outcome[1]}\n{outcome[2]}")
 
 
-def _cleanup(parent: Path, before: set[str], created_parent: bool) -> None:
-    for p in _leftovers(parent, before):
+def _cleanup(parent: Path, before: set[str], created_parent: bool, pid: int | None,
+             targets: Sequence[Path]) -> None:
+    for p in _leftovers(parent, before, pid, targets):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

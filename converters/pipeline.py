@@ -20,6 +20,7 @@ from converters.recipes import Recipe, parse_recipes
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_dir
 from gemma4_common.progress import Progress
+from gemma4_common.validate import check_lengths
 
 
 @dataclass
@@ -106,25 +107,12 @@ def _block_size(recipe_name: str) -> int | None:
 def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
     info = inspect_checkpoint(req.checkpoint)
     recipes = parse_recipes(req.recipes)
-    if not req.prefill_lengths or any(p <= 0 for p in req.prefill_lengths):
-        raise UserError("prefill lengths must be positive integers", "pass e.g. --prefill 128")
-    if req.cache_length <= 0 or any(c <= 0 for c in req.cache_lengths):
-        raise UserError("cache length must be a positive integer", "pass e.g. --cache-length 1024")
-    shortest = min(req.all_cache_lengths())
-    too_long = [p for p in req.prefill_lengths if p > shortest]
-    if too_long:
-        raise UserError(f"prefill length {too_long[0]} is larger than the cache length {shortest}",
-                        "use a prefill length <= --cache-length, or a longer cache")
-    ring = req.sliding_window_ring_buffer_size
-    window = int(info.text_config.get("sliding_window") or 0)
-    if ring is not None:
-        if ring <= 0:
-            raise UserError("ring-buffer size must be a positive integer", "pass e.g. --sliding-window-ring-buffer 1024")
-        need = window + max(req.prefill_lengths)
-        if ring < need:
-            raise UserError(f"ring-buffer size {ring} is smaller than the sliding window {window} plus the "
-                            f"prefill length {max(req.prefill_lengths)}",
-                            f"pass --sliding-window-ring-buffer {need} or more")
+    # One validator for plan and convert (gemma4_common.validate).
+    max_pos = info.text_config.get("max_position_embeddings")
+    check_lengths(req.prefill_lengths, [req.cache_length, *req.cache_lengths],
+                  ring_buffer=req.sliding_window_ring_buffer_size,
+                  window=int(info.text_config.get("sliding_window") or 0),
+                  max_context=max_pos if isinstance(max_pos, int) else None)
     for flag, want, has, files in (("--vision", req.vision, info.has_vision, ("preprocessor_config.json",)),
                                    ("--audio", req.audio, info.has_audio, ("preprocessor_config.json",))):
         if not want:
@@ -239,7 +227,8 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
         return _produce(req, plan, progress)
     from converters.isolation import run_isolated
 
-    return run_isolated(_produce, req, plan, progress, work_parent=_work_parent(req, plan.targets))
+    return run_isolated(_produce, req, plan, progress, work_parent=_work_parent(req, plan.targets),
+                        targets=plan.targets)
 
 
 def _work_parent(req: ConvertRequest, targets: list[Path]) -> Path:
@@ -250,7 +239,9 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
     parent = _work_parent(req, plan.targets)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".g4m-convert-", dir=parent))
+        from converters.isolation import work_prefix  # unique per run: cleanup never takes another's
+
+        work = Path(tempfile.mkdtemp(prefix=work_prefix(os.getpid()), dir=parent))
     except OSError as e:
         raise _disk_error(e, req.out_dir) from None
     if on_work_dir is not None:

@@ -1,9 +1,10 @@
-"""Atomic file and directory writes, sha256 of files, and reading a JSON file with a one-line error:
-the only place these are done."""
+"""Atomic file and directory writes, checks of the output paths a user names, sha256 of files, and
+reading a JSON file with a one-line error: the only place these are done."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,78 @@ def read_json(path: Path | str, fix: str) -> Any:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", fix) from None
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_writable(directory: Path, flag: str, target: Path) -> None:
+    """Create and remove a file in `directory`: the only test that also holds for root, read-only
+    mounts and ACLs (os.access says yes to root everywhere)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".g4m-probe-", dir=directory)
+    except OSError as e:
+        raise output_error(e, target, flag) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def output_error(e: OSError, target: Path | str, flag: str) -> UserError:
+    """A write to an output path failed: one line with what to change."""
+    fix = f"pass a {flag} path in a directory you can write"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return UserError(f"cannot write {target}: permission denied", fix)
+    if e.errno == errno.EROFS:
+        return UserError(f"cannot write {target}: the file system is read-only", fix)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return UserError(f"cannot write {target}: the disk is full", f"free space or {fix}")
+    if e.errno == errno.ENOTDIR:
+        return UserError(f"cannot write {target}: a part of the path is a file, not a directory",
+                         f"pass another {flag} path")
+    if e.errno == errno.EISDIR:
+        return UserError(f"cannot write {target}: it is a directory", f"pass a file name to {flag}")
+    return UserError(f"cannot write {target} ({e.strerror or e})", f"check {flag} and the disk")
+
+
+def check_output_file(path: Path | str, flag: str) -> Path:
+    """Refuse, before any work, an output file path that cannot be written: an existing directory,
+    a path below a file, or a directory the user cannot write (missing parents are fine: they are made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory", f"pass a file path (a new name in it) to {flag}")
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, not a directory", f"pass another {flag} path")
+    _probe_writable(base, flag, path)
+    return path
+
+
+def check_output_dir(path: Path | str, flag: str) -> Path:
+    """Refuse, before any work, an output directory that cannot be written: an existing file, a path
+    below a file, or a directory the user cannot write (a missing one is fine: it is made)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a directory", f"pass a directory to {flag}")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, not a directory", f"pass another {flag} path")
+    _probe_writable(base, flag, path)
+    return path
+
+
+def write_output_text(path: Path | str, text: str, flag: str) -> Path:
+    """atomic_write_text for a file the user named with `flag`: a failure is one UserError line."""
+    path = check_output_file(path, flag)
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise output_error(e, path, flag) from None
+    return path
 
 
 def sha256_file(path: Path | str, chunk: int = CHUNK) -> str:

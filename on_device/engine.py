@@ -49,6 +49,7 @@ class HostEngine:
             raise UserError(f"model file {model_path} does not exist", "pass a bundle made by `gemma4-mobile convert`")
         lm = _lm()
         self.model_path = model_path
+        self.max_num_tokens = max_num_tokens
         t0 = time.perf_counter()
         try:
             backend = lm.Backend.CPU(thread_count=threads) if threads else lm.Backend.CPU()
@@ -81,6 +82,20 @@ class HostEngine:
     def tokenize(self, text: str) -> list[int]:
         return list(self._engine.tokenize(text))
 
+    def check_prompt(self, prompt: str, what: str = "the prompt") -> None:
+        """Refuse what LiteRT-LM would fail on mid-prefill with a bare error: text that is not valid
+        UTF-8, or a prompt that leaves no room in the KV cache (BOS + prompt + one new token)."""
+        from gemma4_common.validate import text
+
+        text(prompt, what)
+        if self.max_num_tokens:
+            n = len(self.tokenize(prompt))
+            if n + 2 > self.max_num_tokens:
+                raise UserError(f"{what} is {n} tokens, more than the context of {self.max_num_tokens} holds "
+                                "(with BOS and one new token)",
+                                "shorten it, or use a longer context (--context up to the bundle's cache, "
+                                "or convert with a longer --cache-length)")
+
     def _session(self, max_output_tokens: int | None = None, seed: int | None = None):
         lm = _lm()
         sampler = lm.SamplerConfig(top_k=1, temperature=0.0, seed=seed if seed is not None else 0)
@@ -90,6 +105,7 @@ class HostEngine:
     def generate(self, prompt: str, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  seed: int | None = None) -> Generation:
         """Greedy continuation of `prompt` (the prompt is taken as is: no template is applied)."""
+        self.check_prompt(prompt)
         t0 = time.perf_counter()
         sess = self._session(max_output_tokens=max_new_tokens, seed=seed)
         try:
@@ -119,6 +135,11 @@ class HostEngine:
         """One user turn through LiteRT-LM's conversation API (the bundle's chat template and its
         Gemma 4 data processor, which runs the vision/audio encoders): greedy, images and audio
         clips first, then the text."""
+        from gemma4_common.validate import text as check_text
+
+        check_text(text, "the prompt")
+        if system is not None:
+            check_text(system, "the system instruction")
         lm = _lm()
         content = ([{"type": "image", "path": str(Path(p).resolve())} for p in images]
                    + [{"type": "audio", "path": str(Path(p).resolve())} for p in audios]

@@ -224,8 +224,10 @@ def bench_fleet(serials: list[str], bundle_dir: Path | str, settings: BenchSetti
     """
     from sdk_tools.devices.discovery import open_device as default_open
 
+    from gemma4_common.fsutil import check_output_dir
+
     settings.validate()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "-o")  # before any device runs
     opener = open_device or default_open
     lock = threading.Lock()
     outcome = FleetOutcome({}, {})

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_common.errors import UserError
-from gemma4_common.fsutil import atomic_path, atomic_write_text
+from gemma4_common.fsutil import atomic_path, atomic_write_text, check_output_dir, output_error
 from sdk_tools.bench import RESULTS_FORMAT
 
 # metric -> (column title, unit, higher is better)
@@ -196,9 +196,16 @@ def write_report(result_paths: list[Path | str], out_dir: Path | str, *, baselin
         raise UserError("no results files given", "pass files written by `gemma4-mobile bench`")
     if not 0 <= threshold < 1:
         raise UserError(f"--threshold {threshold} is out of range", "use a fraction such as 0.05 for 5%")
+    out_dir = check_output_dir(out_dir, "-o")
     results = [load_results(p) for p in result_paths]
     baselines = [load_results(p) for p in baseline_paths]
-    out_dir = Path(out_dir)
+    try:
+        return _write(results, baselines, out_dir, threshold, title)
+    except OSError as e:
+        raise output_error(e, out_dir, "-o") from None
+
+
+def _write(results: list[dict], baselines: list[dict], out_dir: Path, threshold: float, title: str) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [_plot_tps(results, out_dir / "tokens_per_s.png", title)]
     md = [f"# {title}", "", f"{len(results)} result file(s).", "", "## Summary (median over runs)", ""]

@@ -107,6 +107,17 @@ class _Entry:
     fn: Callable[..., Any] | None
 
 
+class ToolExit(Exception):
+    """A tool raised SystemExit (sys.exit) or another BaseException: reported as that tool's error."""
+
+
+def _describe(e: BaseException) -> str:
+    """`SystemExit(7)` as the user would read it: 'sys.exit(7) (SystemExit)'; others as `Type: message`."""
+    if isinstance(e, SystemExit):
+        return f"sys.exit({e.code!r}) (SystemExit)"
+    return f"{type(e).__name__}: {e}"
+
+
 class ToolRegistry:
     """Tools by name: their specs (for the prompt and validation) and, when bound, their functions."""
 
@@ -213,9 +224,14 @@ class ToolRegistry:
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as e:  # the user's module failed to import: report it as their error
+        except KeyboardInterrupt:  # Ctrl-C while it imports: the user's interrupt, not the module's error
             sys.modules.pop(mod_name, None)
-            raise UserError(f"importing {path} failed: {type(e).__name__}: {e}", "fix the tools module") from None
+            raise
+        except BaseException as e:  # the user's module failed to import (sys.exit() too): their error
+            sys.modules.pop(mod_name, None)
+            raise UserError(f"importing {path} failed: {_describe(e)}",
+                            "fix the tools module (it must define tools, not exit)"
+                            if isinstance(e, SystemExit) else "fix the tools module") from None
         functions: dict[str, Callable] = {}
         for obj in vars(module).values():
             tool_spec = getattr(obj, _TOOL_ATTR, None)
@@ -244,8 +260,10 @@ class ToolRegistry:
         def target() -> None:
             try:
                 result["value"] = entry.fn(**call.arguments)
-            except BaseException as e:  # handed to the caller's thread below
+            except Exception as e:  # handed to the caller's thread below
                 result["error"] = e
+            except BaseException as e:  # sys.exit() in a tool must not end the agent: a tool error
+                result["error"] = ToolExit(f"the tool ended with {_describe(e)}")
 
         # A daemon thread: Python cannot kill a stuck tool, but the loop need not wait for it.
         t = threading.Thread(target=target, name=f"tool-{call.name}", daemon=True)

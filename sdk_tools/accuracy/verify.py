@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 from converters.bundle import require_verified
 from gemma4_common.errors import GateFailure, UserError
-from gemma4_common.fsutil import atomic_write_text
 from gemma4_common.progress import Progress
 from sdk_tools.accuracy import gates as gates_lib
 from sdk_tools.accuracy import metrics
@@ -93,6 +92,25 @@ def reference_run(ref, items: Sequence[EvalItem], settings: VerifySettings, *, b
             out.append(RefItem(ids=list(s.ids), n_target=len(s.target_ids), logprobs=list(s.logprobs), greedy=g))
             progress.advance(1)
     return ReferenceRun(str(ref.checkpoint), list(items), out, bos, settings, ref, time.perf_counter() - t0)
+
+
+def check_items_fit(tokenize: Callable[[str], Sequence[int]], items: Sequence[EvalItem], cache: int,
+                    max_new_tokens: int) -> None:
+    """Refuse, before either side runs, an evaluation item that cannot fit the bundle's KV cache
+    (BOS + prompt + target + --max-new-tokens, as the check after the reference run counts): scoring
+    a huge item would try to allocate its whole attention on the PyTorch side (terabytes)."""
+    for n, it in enumerate(items, start=1):
+        # a token covers at least one byte: a text of at most `cache` bytes needs no tokenizer run
+        if len(it.prompt.encode("utf-8", "surrogatepass")) + len(it.target.encode("utf-8", "surrogatepass")) \
+                + max_new_tokens + 1 <= cache:
+            continue
+        prompt, target = len(tokenize(it.prompt)), len(tokenize(it.target))
+        need = 1 + prompt + target + max_new_tokens
+        if need > cache:
+            raise UserError(f"evaluation item {n} needs {need} tokens (BOS, {prompt} prompt, {target} target, "
+                            f"{max_new_tokens} new), more than the bundle's cache ({cache})",
+                            "shorten that item (or --max-new-tokens), leave it out with --limit, "
+                            "or convert with a longer --cache-length")
 
 
 def _tokenize_fn(ref) -> Callable[[str], list[int]]:
@@ -174,6 +192,7 @@ def verify_host(bundle_dir: Path | str, checkpoint: Path | str, items: Sequence[
     cache = int((manifest.get("export") or {}).get("cache_length") or 1024)
     longest = 0
     with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
+        check_items_fit(eng.tokenize, items, cache, settings.max_new_tokens)
         if reference is None or reference.reference is None:
             with progress.step("load PyTorch checkpoint"):
                 ref = load_reference(checkpoint)
@@ -274,6 +293,10 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
     cls, g = gates_lib.gates_for(info["recipe"], overrides)
     cache = int((manifest.get("export") or {}).get("cache_length") or 1024)
     items = list(items)
+    from on_device.engine import HostEngine
+
+    with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
+        check_items_fit(eng.tokenize, items, cache, settings.max_new_tokens)
 
     with opener(serial) as dev:
         dev_texts, dev_info = _device_generations(dev, bundle_dir, items, settings, cache, runner, backend, progress)
@@ -358,10 +381,10 @@ def raise_on_failure(report: dict[str, Any]) -> None:
                           + "; ".join(b.line() for b in bad))
 
 
-def write_report(report: dict[str, Any], path: Path | str) -> Path:
-    path = Path(path)
-    atomic_write_text(path, json.dumps(report, indent=2, default=_json_default) + "\n")
-    return path
+def write_report(report: dict[str, Any], path: Path | str, flag: str = "-o") -> Path:
+    from gemma4_common.fsutil import write_output_text
+
+    return write_output_text(path, json.dumps(report, indent=2, default=_json_default) + "\n", flag)
 
 
 def _json_default(o: Any) -> Any:

@@ -63,16 +63,22 @@ def open_engine(bundle: Path, device: str | None = None, *, runner: Path | None 
 
 
 def _read_prompt(prompt: str | None) -> str:
+    from gemma4_common.validate import text as check_text
+
     if prompt is not None:
         if not prompt.strip():
             raise UserError("--prompt is empty", "pass the user's message with --prompt TEXT")
-        return prompt
+        return check_text(prompt, "--prompt")
     if sys.stdin is None or sys.stdin.isatty():
         raise UserError("no prompt", "pass --prompt TEXT or pipe the user's message on stdin")
-    text = sys.stdin.read()
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"the prompt on stdin is not valid UTF-8 (byte {e.start})",
+                        "pipe UTF-8 text, or pass --prompt TEXT") from None
     if not text.strip():
         raise UserError("the prompt on stdin is empty", "pass --prompt TEXT")
-    return text.strip()
+    return check_text(text.strip(), "the prompt on stdin")
 
 
 def _fmt_call(c) -> str:
@@ -107,7 +113,8 @@ def agent(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the transcript)."),
 ) -> None:
     """Run a Gemma 4 agent: the model calls your tools until it answers."""
-    from gemma4_common.fsutil import atomic_write_text
+    from gemma4_common.fsutil import check_output_file, write_output_text
+    from gemma4_common.validate import positive
     from on_device.agent import AgentLoop, Message, ToolRegistry, render_prompt
     from on_device.agent.constrained import ConstrainedDecodingError, generate_json
 
@@ -117,6 +124,9 @@ def agent(
         raise UserError(f"--timeout must be positive, got {timeout:g}")
     if max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1, got {max_tokens}")
+    positive(threads, "--threads", example=4)
+    if transcript is not None:
+        check_output_file(transcript, "--transcript")  # before the model loads
     if backend.lower() not in ("cpu", "gpu", "npu"):
         raise UserError(f"--backend must be cpu, gpu or npu, got {backend!r}")
     if device is None and (backend.lower() != "cpu" or runner or dispatch_libs):
@@ -143,7 +153,8 @@ def agent(
             result = {"mode": "json", "prompt": user, "system": system, "schema": schema, **gen.to_dict(),
                       "device": device}
             if transcript is not None:
-                atomic_write_text(transcript, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+                write_output_text(transcript, json.dumps(result, indent=2, ensure_ascii=False) + "\n",
+                                  "--transcript")
             if as_json:
                 emit_json(result)
             else:
@@ -154,7 +165,7 @@ def agent(
         tr = loop.run(user)
     data = {"mode": "agent", "device": device, **tr.to_dict()}
     if transcript is not None:
-        atomic_write_text(transcript, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        write_output_text(transcript, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--transcript")
     if as_json:
         emit_json(data)
     else:

@@ -37,6 +37,40 @@ _register_all()
 
 INTERRUPTED = 130
 INTERRUPTED_MESSAGE = "error: interrupted; temporary outputs were removed, nothing partial was left behind"
+PROG = "gemma4-mobile"
+
+
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class `name` (UsageError, ClickException) of every click that typer may raise.
+
+    Typer's private detail, fenced here (tests/test_cli_robustness.py fails when it changes): typer
+    0.29 vendors click as `typer._click` and raises that copy's exceptions, which are not
+    `click.exceptions.*`; typer exports only `BadParameter` of it, so the vendored classes are
+    found in BadParameter's class hierarchy. Older typers raise the installed click's classes.
+    """
+    found: list[type[BaseException]] = [c for c in typer.BadParameter.__mro__ if c.__name__ == name]
+    try:
+        import click.exceptions as click_exceptions
+
+        found.append(getattr(click_exceptions, name))
+    except (ImportError, AttributeError):
+        pass
+    if not found:
+        raise RuntimeError(f"cannot find click's {name} through typer {typer.__version__}: update "
+                           "sdk_tools/cli/app.py:_click_classes for this typer")
+    return tuple(dict.fromkeys(found))
+
+
+USAGE_ERRORS = _click_classes("UsageError")
+CLICK_ERRORS = _click_classes("ClickException")
+
+
+def usage_line(e: BaseException) -> str:
+    """`error: <what click says>; see gemma4-mobile <command> --help` on one line."""
+    msg = " ".join(str(e.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command_path if ctx is not None else PROG
+    return f"error: {msg}; see {command} --help"
 
 
 def _terminate_as_interrupt(signum, frame):
@@ -51,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, prog_name=PROG, standalone_mode=False)
         # with standalone_mode off, click hands back typer.Exit's code instead of raising it, and
         # typer turns Ctrl-C (and SIGTERM, raised as KeyboardInterrupt) into code 130
         if rv == INTERRUPTED:
@@ -72,17 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return INTERRUPTED
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            msg = e.format_message().replace("\n", " ")
-            print(f"error: {msg}; see `gemma4-mobile {' '.join(sys.argv[1:2])} --help`", file=sys.stderr)
-            return 2
-        if isinstance(e, click.exceptions.ClickException):
-            print(f"error: {e.format_message()}", file=sys.stderr)
-            return 2
-        raise
+    except USAGE_ERRORS as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group (`gemma4-mobile emulator`): its help
+            print(e.format_message(), file=sys.stdout)  # type: ignore[attr-defined]
+            return 0
+        print(usage_line(e), file=sys.stderr)
+        return 2
+    except CLICK_ERRORS as e:  # e.g. a file click could not open
+        print(f"error: {' '.join(str(e.format_message()).split())}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 2
     return 0
 
 

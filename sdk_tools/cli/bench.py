@@ -36,6 +36,9 @@ def bench(
     settings = BenchSettings(prefill=prefill, decode=decode, runs=runs, warmup=warmup, backend=backend.lower(),
                              threads=threads)
     settings.validate()
+    from gemma4_common.fsutil import check_output_dir
+
+    check_output_dir(out, "-o")
     find_runner(runner)
     serials = resolve_serials(device)
     with rich_bar() as bar:

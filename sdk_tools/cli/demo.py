@@ -18,7 +18,12 @@ def demo_cmd(
 ) -> None:
     """Train the tiny model, convert it, run it on the host, then deploy, benchmark, compare and run an agent
     on the reference emulator over ADB."""
+    from gemma4_common.fsutil import check_output_dir
+    from gemma4_common.validate import positive
     from sdk_tools.demo import run_demo
+
+    positive(runs, "--runs", example=3)
+    check_output_dir(out, "-o")
 
     with RichProgress(enabled=not as_json) as p:
         res = run_demo(out, model=model, profile=profile, runs=runs, progress=p)

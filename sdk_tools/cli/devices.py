@@ -16,9 +16,11 @@ def devices(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List reachable devices."""
+    from gemma4_common.validate import host_port
     from sdk_tools.devices.discovery import list_devices, remember_serial
 
-    infos = list_devices(connect or [])
+    connect = [host_port(c, "--connect") for c in connect or []]
+    infos = list_devices(connect)
     for i in infos:
         if i.state == "device" and connect and i.serial in connect:
             remember_serial(i.serial)

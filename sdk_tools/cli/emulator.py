@@ -29,6 +29,10 @@ def start(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start an emulator; prints its serial (127.0.0.1:PORT) once it accepts connections."""
+    from gemma4_common.validate import check_port, positive
+
+    check_port(port, "--port", allow_zero=True)
+    positive(storage_bytes, "--storage-bytes", example=8 << 30)
     if foreground:
         _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json)
         return
@@ -122,11 +126,16 @@ def runner(
     """Write the reference emulator's runner file (what it executes in place of litert_lm_main)."""
     import os
 
-    from gemma4_common.fsutil import atomic_write_bytes
+    from gemma4_common.fsutil import atomic_path, check_output_file, output_error
     from on_device.runner_contract import emulator_runner_bytes
 
-    atomic_write_bytes(output, emulator_runner_bytes())
-    os.chmod(output, 0o755)
+    check_output_file(output, "--output")
+    try:
+        with atomic_path(output) as tmp:
+            tmp.write_bytes(emulator_runner_bytes())
+            os.chmod(tmp, 0o755)  # executable when it appears: no window with a runner that cannot run
+    except OSError as e:
+        raise output_error(e, output, "--output") from None
     if as_json:
         emit_json({"runner": str(output)})
     else:

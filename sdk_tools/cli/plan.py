@@ -3,6 +3,7 @@ a device (by serial, or a device profile) — computed from the config, nothing 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -33,6 +34,22 @@ def _budget(device: str | None, profile: str | None) -> tuple[int | None, str | 
     return None, None
 
 
+def _max_positions(model: str) -> int | None:
+    """max_position_embeddings of a known model or a checkpoint's config (None when it has none)."""
+    from converters import presets
+
+    key = model.strip().lower()
+    if key in presets.PRESETS:
+        cfg = presets.get_preset(key)
+    else:
+        from converters.checkpoint import read_config
+
+        cfg = read_config(Path(model) / "config.json")
+    tc = cfg.get("text_config") or cfg
+    n = tc.get("max_position_embeddings") if isinstance(tc, dict) else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -51,10 +68,18 @@ def plan_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Estimate bundle size and runtime memory; say whether it fits and what would."""
-    from converters.planner import plan
+    from converters.planner import load_shape, plan
+    from gemma4_common.validate import check_lengths
 
+    if (Path(model) / "config.json").is_file():
+        from converters.checkpoint import read_config
+
+        read_config(Path(model) / "config.json")  # a list or a non-string model_type: one line
+    shape = load_shape(model)
+    check_lengths([prefill], [context], ring_buffer=ring_buffer, window=shape.window,
+                  max_context=_max_positions(model), context_flag="--context")
     budget, source = _budget(device, profile)
-    p = plan(model, recipe, context, prefill=prefill, ring_buffer=ring_buffer, vision=vision, audio=audio,
+    p = plan(shape, recipe, context, prefill=prefill, ring_buffer=ring_buffer, vision=vision, audio=audio,
              budget_bytes=budget, budget_source=source)
     if as_json:
         emit_json(p.to_json())

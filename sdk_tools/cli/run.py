@@ -27,8 +27,15 @@ def run_cmd(
     from on_device.agent.format import STOP_SEQUENCES, Message, render_prompt
     from on_device.engine import HostEngine
 
+    from gemma4_common import validate
     from gemma4_common.errors import UserError
 
+    validate.positive(max_tokens, "--max-tokens", example=64)
+    validate.positive(threads, "--threads", example=4)
+    validate.positive(context, "--context", example=1024)
+    validate.text(prompt, "--prompt")
+    if system is not None:
+        validate.text(system, "--system")
     m = require_verified(bundle)
     exp = m["export"]
     for flag, files, has in (("--image", image, exp.get("vision")), ("--audio", audio, exp.get("audio"))):
@@ -39,7 +46,7 @@ def run_cmd(
             if not f.is_file():
                 raise UserError(f"{flag} file {f} does not exist", f"pass an existing file to {flag}")
     longest = exp["cache_length"]
-    if context is not None and not 0 < context <= longest:
+    if context is not None and context > longest:
         raise UserError(f"--context {context} is outside the bundle's cache (1..{longest})",
                         "convert with a longer --cache-length")
     ring = True if exp.get("sliding_window_ring_buffer_size") else None

@@ -29,6 +29,13 @@ def sweep_cmd(
     from sdk_tools.accuracy.sweep import markdown, sweep
     from sdk_tools.accuracy.verify import VerifySettings
 
+    from gemma4_common import validate
+    from gemma4_common.fsutil import check_output_dir
+
+    for flag, v in (("--max-new-tokens", max_new_tokens), ("--cache-length", cache_length),
+                    ("--bench-prefill", bench_prefill), ("--bench-decode", bench_decode)):
+        validate.positive(v, flag, example=64)
+    check_output_dir(out, "-o")
     items = load_eval(eval_file, limit)
     with RichProgress(enabled=not as_json) as progress:
         res = sweep(checkpoint, list(recipes), out, items, settings=VerifySettings(max_new_tokens=max_new_tokens),

@@ -42,6 +42,10 @@ def build_cmd(
     from sdk_tools.tinymodels.build import build_tiny, card, get_spec
 
     spec = get_spec(name)
+    if out is not None:
+        from gemma4_common.fsutil import check_output_dir
+
+        check_output_dir(out, "-o")
     if out is not None and out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} exists and is not empty", "choose another -o directory or pass --force")
     with RichProgress(enabled=not as_json) as p:

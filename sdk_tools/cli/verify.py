@@ -42,6 +42,10 @@ def verify_cmd(
     from sdk_tools.accuracy.verify import (VerifySettings, raise_on_failure, summary_lines, verify_device,
                                            verify_host, write_report)
 
+    from gemma4_common.fsutil import check_output_file
+
+    if out is not None:
+        check_output_file(out, "-o")  # before minutes of work
     items = load_eval(eval_file, limit)
     settings = VerifySettings(max_new_tokens=max_new_tokens, seed=seed)
     settings.validate()
@@ -59,7 +63,7 @@ def verify_cmd(
             report = verify_host(bundle, checkpoint, items, settings=settings, overrides=overrides,
                                  progress=progress)
     if out is not None:
-        write_report(report, out)
+        write_report(report, out, flag="-o")
     if as_json:
         emit_json({k: v for k, v in report.items() if k not in ("items",)} if out is not None else report)
     else:
