@@ -8,18 +8,27 @@ killed as a phone's low-memory killer would, and so that a crash never takes the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import stat as statmod
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from on_device.runner_contract import (EXIT_BAD_FLAGS, EXIT_LMK_KILLED, EXIT_RUNTIME_ERROR, RUNNER_NAME,
                                        parse_flags)
 
 POLL_S = 0.05
+# LiteRT-LM's cache_dir value that turns its weight cache off: the emulator's runner must not write
+# `<model>_<mtime>_<size>.xnnpack_cache` next to a device file (a planted symlink there would be
+# followed, and the write would bypass the device's storage quota).
+NO_ENGINE_CACHE = ":nocache"
 DISPATCH_LIB_PREFIX = "libLiteRtDispatch_"
 GPU_ACCELERATOR_LIB = "libLiteRtGpuAccelerator.so"
 
@@ -49,14 +58,43 @@ def _lib_dirs(ctx, inv) -> list[str]:
 def _find_lib(ctx, dirs: list[str], predicate) -> str | None:
     for d in dirs:
         try:
-            host = ctx.resolve(d)
+            listdir = getattr(ctx, "listdir", None)
+            if listdir is not None:
+                names = sorted(listdir(d))
+            else:
+                host = ctx.resolve(d)
+                names = sorted(p.name for p in host.iterdir()) if host.is_dir() else []
         except Exception:
             continue
-        if host.is_dir():
-            for p in sorted(host.iterdir()):
-                if predicate(p.name):
-                    return p.name
+        for name in names:
+            if predicate(name):
+                return name
     return None
+
+
+@contextlib.contextmanager
+def _pinned_model(ctx, device_path: str) -> Iterator[tuple[int, str, int]]:
+    """(fd, path for the engine, size) of the model, race-free: the fd is opened by a directory-fd
+    walk inside the sandbox, and the engine gets `<private dir>/model.litertlm`, a link to
+    `/proc/self/fd/N` (LiteRT-LM wants the .litertlm name; the child inherits fd N), so a device
+    client that swaps a path component for a symlink cannot point the engine outside the sandbox.
+    The private dir (0700, off the device) is also where any engine cache would land."""
+    open_file = getattr(ctx, "open_file", None)
+    if open_file is not None:
+        fd = open_file(device_path)
+    else:  # a context without the fd API (tests building their own): open the checked path
+        fd = os.open(ctx.resolve(device_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    tmp = tempfile.mkdtemp(prefix="g4m-runner-")
+    try:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            raise IsADirectoryError(device_path)
+        link = os.path.join(tmp, "model.litertlm")
+        os.symlink(f"/proc/self/fd/{fd}", link)
+        yield fd, link, st.st_size
+    finally:
+        os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_runner(argv: list[str], ctx) -> int:
@@ -66,15 +104,16 @@ def run_runner(argv: list[str], ctx) -> int:
     except ValueError as e:
         _err(ctx, f"{prog}: ERROR: {e}")
         return EXIT_BAD_FLAGS
-    try:
-        model = ctx.resolve(str(inv.model_path))
-    except Exception:
-        _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
-        return EXIT_RUNTIME_ERROR
-    if not model.is_file():
-        _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
-        return EXIT_RUNTIME_ERROR
+    with contextlib.ExitStack() as stack:
+        try:
+            fd, model, size = stack.enter_context(_pinned_model(ctx, str(inv.model_path)))
+        except Exception:
+            _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
+            return EXIT_RUNTIME_ERROR
+        return _run_pinned(prog, inv, ctx, fd, model, size)
 
+
+def _run_pinned(prog: str, inv, ctx, fd: int, model: str, size: int) -> int:
     if inv.backend == "npu":
         # The emulator has no NPU: like a phone without a usable dispatch library, NPU init fails.
         lib = _find_lib(ctx, _lib_dirs(ctx, inv), lambda n: n.startswith(DISPATCH_LIB_PREFIX) and n.endswith(".so"))
@@ -93,13 +132,12 @@ def run_runner(argv: list[str], ctx) -> int:
         return EXIT_RUNTIME_ERROR
 
     budget = int(getattr(ctx.profile, "ram_budget_bytes", 0) or 0)
-    size = model.stat().st_size
     if budget and size > budget:
         # Mapping the weights alone exceeds what the app may hold: the LMK kills it at load.
         _err(ctx, "Killed")
         return EXIT_LMK_KILLED
 
-    job = {"model": str(model), "backend": inv.backend, "input_prompt": inv.input_prompt,
+    job = {"model": model, "cache_dir": NO_ENGINE_CACHE, "backend": inv.backend, "input_prompt": inv.input_prompt,
            "benchmark": inv.benchmark, "prefill_tokens": inv.prefill_tokens, "decode_tokens": inv.decode_tokens,
            "report_peak_memory": inv.report_peak_memory, "threads": inv.num_threads,
            "max_num_tokens": inv.max_num_tokens, "seed": inv.seed,
@@ -107,7 +145,8 @@ def run_runner(argv: list[str], ctx) -> int:
     env = dict(os.environ)
     env["G4M_RUNNER_JOB"] = json.dumps(job)
     proc = subprocess.Popen([sys.executable, "-m", "on_device.runner_worker"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+                            pass_fds=(fd,))
 
     def pump(stream, sink):
         for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):

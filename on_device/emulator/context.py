@@ -13,7 +13,11 @@ from .profiles import DeviceProfile
 @dataclass
 class RunnerContext:
     """The runner's view of the phone: sandboxed paths, its output streams, the device profile,
-    the environment of the command line (e.g. LD_LIBRARY_PATH=... prefixes) and the working dir."""
+    the environment of the command line (e.g. LD_LIBRARY_PATH=... prefixes) and the working dir.
+
+    `open_file` and `listdir` are the race-free ways in (a directory fd walk inside the sandbox);
+    `resolve` only names the in-sandbox host path (for logs and tests): opening it would follow a
+    symlink that a concurrent client swapped in."""
 
     resolve: Callable[[str], Path]  # device path -> host path inside the sandbox; raises on escape
     stdout: Callable[[bytes], None]
@@ -23,3 +27,5 @@ class RunnerContext:
     cwd: str
     # Set when the client went away (stream closed); a long runner may stop early.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    open_file: Callable[[str], int] | None = None  # device path -> read-only fd of a regular file
+    listdir: Callable[[str], list[str]] | None = None  # device path -> names in that directory

@@ -2,6 +2,18 @@
 
 Paths are resolved component by component like a chroot: `..` stops at the root, and symlinks,
 absolute or relative, are followed inside the sandbox, so no device path can reach outside it.
+Every host access is race-free against a concurrent client swapping a component for a symlink:
+the walk holds a directory fd per component (opened O_NOFOLLOW from the root's fd), reads device
+symlinks itself with readlinkat, and the final component is opened, made or changed relative to
+its parent's fd with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW. No host path string is ever opened.
+
+Device symlinks are stored on the host as symlinks whose target is LINK_PREFIX + the device
+target, e.g. `/dev/null/.g4m-device-link//data/x`: the host kernel (any host process, a backup
+tool, the user's shell) cannot resolve that at all (`/dev/null` is not a directory, so the walk
+stops with ENOTDIR before any `..`), while the sandbox strips the prefix and resolves the device
+target in-sandbox. Links made by older versions (raw targets) are still read correctly and are
+rewritten on emulator start (`harden_links`).
+
 The /data partition has a quota from the device profile.
 """
 
@@ -10,16 +22,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import secrets
 import shutil
 import stat
+import threading
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
-
-from gemma4_common.fsutil import atomic_path
 
 MAX_SYMLINKS = 40
 # Writes re-measure real usage after this many bytes (or sooner when close to full).
 _RECHECK_BYTES = 8 << 20
+# How often an operation re-walks when a concurrent client swapped its final component meanwhile.
+_RACE_RETRIES = 8
+
+LINK_PREFIX = "/dev/null/.g4m-device-link/"
+# Temporary names of sync uploads: `.NAME.<16 hex>.syncpart` next to the target.
+_PART_SUFFIX = ".syncpart"
+_PART_RE = re.compile(r"^\..+\.[0-9a-f]{16}\.syncpart$")
+ROOT_MARKER = ".g4m-emulator-root"
+
+_O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class FsError(OSError):
@@ -30,13 +55,68 @@ class FsError(OSError):
         self.device_path = str(device_path)
 
 
+class _Raced(Exception):
+    """The final component changed into a symlink between the walk and its use: walk again."""
+
+
+def encode_link(target: str) -> str:
+    return LINK_PREFIX + target
+
+
+def decode_link(raw: str) -> str:
+    return raw[len(LINK_PREFIX):] if raw.startswith(LINK_PREFIX) else raw
+
+
+def _split(path: str) -> list[str]:
+    return [c for c in path.split("/") if c not in ("", ".")]
+
+
+@dataclass
+class Loc:
+    """A walked device path: its canonical device path, an fd of its parent directory (inside
+    the root, owned by this object) and its last component ("." for the root itself)."""
+
+    dev: PurePosixPath
+    dirfd: int
+    name: str
+
+    def close(self) -> None:
+        if self.dirfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.dirfd)
+            self.dirfd = -1
+
+    def __enter__(self) -> "Loc":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def lstat(self) -> os.stat_result:
+        return os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
+
+    def lexists(self) -> bool:
+        try:
+            self.lstat()
+            return True
+        except FileNotFoundError:
+            return False
+
+
 class SandboxFS:
     def __init__(self, root: Path, mounts: dict[str, str], storage_bytes: int):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root_fd = os.open(self.root, _O_DIR)
         self.mounts = {str(PurePosixPath(p)): m for p, m in mounts.items()}
         self.storage_bytes = int(storage_bytes)
         self._partitions = self._data_partition_roots()
+        self._uploads: set[tuple[int, int, str]] = set()  # (st_dev, st_ino of dir, temp name) in flight
+        self._uploads_lock = threading.Lock()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._root_fd)
 
     # ---- layout -------------------------------------------------------------------------------
     def _data_partition_roots(self) -> list[str]:
@@ -49,14 +129,94 @@ class SandboxFS:
     def ensure_layout(self, extra_dirs: tuple[str, ...] = ()) -> None:
         """Create every mount point (and a few dirs a phone always has)."""
         for p in list(self.mounts) + list(extra_dirs):
-            host = self.root.joinpath(*PurePosixPath(p).parts[1:])
-            if not os.path.lexists(host):
-                host.mkdir(parents=True, exist_ok=True)
+            fd = self._root_fd
+            opened: list[int] = []
+            try:
+                for comp in _split(p):
+                    if comp == "..":
+                        continue
+                    try:
+                        os.mkdir(comp, 0o771, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    try:
+                        fd = os.open(comp, _O_DIR, dir_fd=fd)
+                    except NotADirectoryError:
+                        break  # a device symlink (e.g. /sdcard) or a file: leave it
+                    opened.append(fd)
+            finally:
+                for o in opened:
+                    os.close(o)
 
     def host_path_unchecked(self, device_path: str) -> Path:
-        """Host path of an absolute device path without following symlinks (layout setup only)."""
+        """Host path of an absolute device path without following symlinks (logs and tests only:
+        never open it, use the fs methods)."""
         parts = [p for p in PurePosixPath(device_path).parts[1:] if p not in ("..", ".")]
         return self.root.joinpath(*parts)
+
+    def write_layout_file(self, path: str, data: bytes, mode: int = 0o444) -> None:
+        """Write a file the emulator owns (e.g. /proc/meminfo), ignoring mount modes, atomically."""
+        with self._walk(path, "/", follow=False) as loc:
+            self._atomic_write_at(loc.dirfd, loc.name, data, mode)
+
+    def layout_symlink(self, target: str, path: str) -> None:
+        """Make `path` a device symlink to `target` unless something non-empty is there (layout)."""
+        with self._walk(path, "/", follow=False) as loc:
+            try:
+                st = loc.lstat()
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(loc.name, dir_fd=loc.dirfd)  # an empty directory made by ensure_layout
+                except OSError:
+                    return
+                st = None
+            if st is None:
+                os.symlink(encode_link(target), loc.name, dir_fd=loc.dirfd)
+
+    def write_marker(self) -> None:
+        """Mark the root as an emulator root (start refuses a non-empty directory without it)."""
+        self._atomic_write_at(self._root_fd, ROOT_MARKER, b"gemma4-mobile reference emulator root\n", 0o644)
+
+    @staticmethod
+    def _atomic_write_at(dirfd: int, name: str, data: bytes, mode: int) -> None:
+        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), mode)
+            os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dirfd)
+            raise
+
+    def harden_links(self) -> int:
+        """Rewrite links stored with a raw target (older versions) into the host-unresolvable form."""
+        n = 0
+        for _dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=self._root_fd, follow_symlinks=False):
+            for name in dirnames + filenames:
+                with contextlib.suppress(OSError):
+                    raw = os.readlink(name, dir_fd=dfd)
+                    if not raw.startswith(LINK_PREFIX):
+                        tmp = f".{name}.{secrets.token_hex(8)}.lnk"
+                        os.symlink(encode_link(raw), tmp, dir_fd=dfd)
+                        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                        n += 1
+        return n
+
+    def clean_partials(self) -> int:
+        """Remove temporary upload files left by an emulator killed mid-push (call at start)."""
+        n = 0
+        for _dirpath, _dirnames, filenames, dfd in os.fwalk(".", dir_fd=self._root_fd, follow_symlinks=False):
+            for name in filenames:
+                if _PART_RE.match(name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=dfd)
+                        n += 1
+        return n
 
     # ---- path resolution ------------------------------------------------------------------------
     @staticmethod
@@ -66,48 +226,122 @@ class SandboxFS:
             path = str(cwd).rstrip("/") + "/" + path
         return path
 
-    def canonical(self, path: str | PurePosixPath, cwd: str | PurePosixPath = "/",
-                  follow: bool = True) -> tuple[PurePosixPath, Path]:
-        """(canonical device path, host path) with every symlink on the way resolved in-sandbox."""
+    def _walk(self, path: str | PurePosixPath, cwd: str | PurePosixPath = "/", follow: bool = True,
+              lexical_tail: bool = False) -> Loc:
+        """Resolve `path` in-sandbox holding directory fds: a Loc for its last component.
+        With `lexical_tail`, a missing directory does not fail: the rest is applied lexically and
+        the Loc has no fd (canonical names only)."""
+        shown = str(path)
         path = self.absolute(path, cwd)
         if "\0" in path:
-            raise FsError(errno.EINVAL, path)
-        todo = [c for c in path.split("/") if c not in ("", ".")]
+            raise FsError(errno.EINVAL, shown)
+        todo = _split(path)
         todo.reverse()  # a stack: next component at the end
-        stack: list[str] = []
+        stack: list[tuple[str, int]] = []
         links = 0
-        while todo:
-            comp = todo.pop()
-            if comp == "..":
+
+        def top() -> int:
+            return stack[-1][1] if stack else self._root_fd
+
+        def close_all() -> None:
+            while stack:
+                os.close(stack.pop()[1])
+
+        try:
+            final: str | None = None
+            while todo:
+                comp = todo.pop()
+                if comp == "..":
+                    if stack:
+                        os.close(stack.pop()[1])
+                    continue
+                last = not todo
+                if last and not follow:
+                    final = comp
+                    break
+                try:
+                    target = decode_link(os.readlink(comp, dir_fd=top()))
+                except FileNotFoundError:
+                    if last:
+                        final = comp
+                        break
+                    if lexical_tail:
+                        return self._lexical(stack, [comp, *reversed(todo)])
+                    raise FsError(errno.ENOENT, shown) from None
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # EINVAL: not a symlink
+                        raise FsError(e.errno or errno.EIO, shown) from None
+                    target = None
+                if target is not None:
+                    links += 1
+                    if links > MAX_SYMLINKS:
+                        raise FsError(errno.ELOOP, shown)
+                    if target.startswith("/"):
+                        close_all()
+                    todo.extend(reversed(_split(target)))
+                    continue
+                if last:
+                    final = comp
+                    break
+                try:
+                    fd = os.open(comp, _O_DIR, dir_fd=top())
+                except FileNotFoundError:
+                    raise FsError(errno.ENOENT, shown) from None
+                except NotADirectoryError:
+                    try:
+                        os.readlink(comp, dir_fd=top())
+                    except OSError:
+                        raise FsError(errno.ENOTDIR, shown) from None
+                    todo.append(comp)  # it became a symlink meanwhile: resolve it
+                    links += 1
+                    if links > MAX_SYMLINKS:
+                        raise FsError(errno.ELOOP, shown) from None
+                    continue
+                except OSError as e:
+                    raise FsError(e.errno or errno.EIO, shown) from None
+                stack.append((comp, fd))
+            if final is None:  # the path names a directory we hold (or the root)
                 if stack:
-                    stack.pop()
-                continue
-            host = self.root.joinpath(*stack, comp)
-            if (todo or follow) and os.path.islink(host):
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise FsError(errno.ELOOP, path)
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    stack = []
-                todo.extend(reversed([c for c in target.split("/") if c not in ("", ".")]))
-                continue
-            if todo and os.path.lexists(host) and not os.path.isdir(host):
-                raise FsError(errno.ENOTDIR, path)
-            stack.append(comp)
-        host = self.root.joinpath(*stack)
-        # Defense in depth: the parent, with host symlinks followed, must still be inside the root.
-        parent_real = os.path.realpath(host.parent if stack else host)
-        if parent_real != str(self.root) and not parent_real.startswith(str(self.root) + os.sep):
-            raise FsError(errno.EACCES, path)
-        return PurePosixPath("/" + "/".join(stack)), host
+                    final, fd = stack.pop()
+                    os.close(fd)
+                else:
+                    return Loc(PurePosixPath("/"), os.dup(self._root_fd), ".")
+            names = [n for n, _ in stack] + [final]
+            dirfd = os.dup(top())
+            return Loc(PurePosixPath("/" + "/".join(names)), dirfd, final)
+        finally:
+            close_all()
+
+    @staticmethod
+    def _lexical(stack: list[tuple[str, int]], rest: list[str]) -> Loc:
+        names = [n for n, _ in stack]
+        for comp in rest:
+            if comp == "..":
+                if names:
+                    names.pop()
+            else:
+                names.append(comp)
+        return Loc(PurePosixPath("/" + "/".join(names)), -1, names[-1] if names else ".")
+
+    def _retrying(self, path, cwd, follow, fn):
+        """fn(loc) with a fresh walk whenever it reports a race on the final component."""
+        for _ in range(_RACE_RETRIES):
+            with self._walk(path, cwd, follow) as loc:
+                try:
+                    return fn(loc)
+                except _Raced:
+                    continue
+        raise FsError(errno.ELOOP, path)
+
+    def canonical(self, path: str | PurePosixPath, cwd: str | PurePosixPath = "/",
+                  follow: bool = True) -> tuple[PurePosixPath, Path]:
+        """(canonical device path, host path) with every symlink on the way resolved in-sandbox.
+        The host path is for mount checks, logs and tests: never open it (use the fs methods)."""
+        with self._walk(path, cwd, follow, lexical_tail=True) as loc:
+            return loc.dev, self.root.joinpath(*loc.dev.parts[1:])
 
     def resolve(self, path: str | PurePosixPath, cwd: str | PurePosixPath = "/", follow: bool = True) -> Path:
         return self.canonical(path, cwd, follow)[1]
-
-    def device_path_of(self, host: Path) -> PurePosixPath:
-        rel = Path(host).relative_to(self.root)
-        return PurePosixPath("/", *rel.parts)
 
     # ---- permissions ----------------------------------------------------------------------------
     def mount_mode(self, dev: PurePosixPath | str) -> str:
@@ -131,9 +365,12 @@ class SandboxFS:
     def usage(self) -> int:
         total = 0
         for part in self._partitions:
-            host = self.host_path_unchecked(part)
-            if host.is_dir() and not host.is_symlink():
-                total += _tree_size(host)
+            try:
+                with self._walk(part, "/", follow=False) as loc:
+                    if stat.S_ISDIR(loc.lstat().st_mode):
+                        total += _tree_size_at(loc.dirfd, loc.name)
+            except OSError:
+                continue
         return total
 
     def free(self) -> int:
@@ -153,7 +390,7 @@ class SandboxFS:
         """Turn host OSErrors into FsErrors naming the device path."""
         try:
             yield
-        except FsError:
+        except (FsError, _Raced):
             raise
         except OSError as e:
             raise FsError(e.errno or errno.EIO, shown) from None
@@ -161,14 +398,18 @@ class SandboxFS:
             raise FsError(errno.EINVAL, shown) from None
 
     def lstat(self, path: str, cwd: str = "/") -> os.stat_result:
-        _, host = self.canonical(path, cwd, follow=False)
-        with self.oserrors(path):
-            return os.lstat(host)
+        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
+            return loc.lstat()
+
+    def _stat_followed(self, loc: Loc, shown: str) -> os.stat_result:
+        with self.oserrors(shown):
+            st = loc.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise _Raced()
+        return st
 
     def stat(self, path: str, cwd: str = "/") -> os.stat_result:
-        _, host = self.canonical(path, cwd, follow=True)
-        with self.oserrors(path):
-            return os.stat(host)
+        return self._retrying(path, cwd, True, lambda loc: self._stat_followed(loc, path))
 
     def exists(self, path: str, cwd: str = "/") -> bool:
         try:
@@ -177,153 +418,328 @@ class SandboxFS:
         except OSError:
             return False
 
+    def is_dir(self, path: str, cwd: str = "/") -> bool:
+        try:
+            return stat.S_ISDIR(self.stat(path, cwd).st_mode)
+        except OSError:
+            return False
+
+    def _open_dir(self, loc: Loc, shown: str) -> int:
+        try:
+            return os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=loc.dirfd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(loc):
+                raise _Raced() from None
+            raise FsError(e.errno or errno.EIO, shown) from None
+
     def listdir(self, path: str, cwd: str = "/") -> list[str]:
-        dev, host = self.canonical(path, cwd)
-        self.check_listable(dev, path)
-        with self.oserrors(path):
-            return sorted(os.listdir(host))
+        def op(loc: Loc) -> list[str]:
+            self.check_listable(loc.dev, path)
+            fd = self._open_dir(loc, path)
+            try:
+                with self.oserrors(path):
+                    return sorted(os.listdir(fd))
+            finally:
+                os.close(fd)
+
+        return self._retrying(path, cwd, True, op)
+
+    def list_stats(self, path: str, cwd: str = "/") -> tuple[PurePosixPath, list[tuple[str, os.stat_result]]]:
+        """(canonical dir, [(name, lstat)]) of a directory with "." and ".." first (sync LIST)."""
+        def op(loc: Loc):
+            self.check_listable(loc.dev, path)
+            fd = self._open_dir(loc, path)
+            try:
+                with self.oserrors(path):
+                    rows = [(".", os.fstat(fd)), ("..", os.fstat(loc.dirfd) if loc.name != "." else os.fstat(fd))]
+                    for name in sorted(os.listdir(fd)):
+                        with contextlib.suppress(OSError):
+                            rows.append((name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
+                    return loc.dev, rows
+            finally:
+                os.close(fd)
+
+        return self._retrying(path, cwd, True, op)
+
+    def walk_tree(self, path: str, cwd: str = "/") -> list[str]:
+        """Device paths of everything below a directory (not following links), for chmod -R."""
+        def op(loc: Loc) -> list[str]:
+            fd = self._open_dir(loc, path)
+            out: list[str] = []
+            try:
+                for dirpath, dirnames, filenames, _dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+                    base = loc.dev if dirpath == "." else loc.dev / dirpath[2:]
+                    out += [str(base / n) for n in dirnames + filenames]
+            finally:
+                os.close(fd)
+            return out
+
+        return self._retrying(path, cwd, True, op)
+
+    def open_fd(self, path: str, cwd: str = "/") -> int:
+        """A read-only fd of a regular file (never a directory), race-free: the runner's model."""
+        def op(loc: Loc) -> int:
+            try:
+                fd = os.open(loc.name, _O_READ, dir_fd=loc.dirfd)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise _Raced() from None
+                raise FsError(e.errno or errno.EIO, path) from None
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                raise FsError(errno.EISDIR, path)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise FsError(errno.EACCES, path)
+            os.set_blocking(fd, True)
+            return fd
+
+        return self._retrying(path, cwd, True, op)
 
     def open_read(self, path: str, cwd: str = "/") -> BinaryIO:
-        dev, host = self.canonical(path, cwd)
-        with self.oserrors(path):
-            if os.path.isdir(host):
-                raise FsError(errno.EISDIR, path)
-            return open(host, "rb")
+        return os.fdopen(self.open_fd(path, cwd), "rb")
 
     def read_bytes(self, path: str, cwd: str = "/") -> bytes:
         with self.open_read(path, cwd) as f:
             return f.read()
 
-    def _writable_target(self, path: str, cwd: str) -> tuple[PurePosixPath, Path]:
-        dev, host = self.canonical(path, cwd)
-        self.check_writable(dev, path)
-        return dev, host
-
     def mkdir(self, path: str, cwd: str = "/", parents: bool = False, mode: int = 0o771) -> None:
-        dev, host = self.canonical(path, cwd)
         if parents:
+            dev = PurePosixPath(self.canonical_parent_chain(path, cwd))
             for a in [*reversed(dev.parents), dev]:
-                h = self.resolve(str(a))
-                if os.path.isdir(h):
-                    continue
-                if os.path.lexists(h):
+                try:
+                    st = self.stat(str(a))
+                    if stat.S_ISDIR(st.st_mode):
+                        continue
                     raise FsError(errno.ENOTDIR if a != dev else errno.EEXIST, path)
+                except FsError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
                 try:
                     self.mkdir(str(a), "/", parents=False, mode=mode)
                 except FsError as e:
                     # Another client (concurrent push) made it between our check and mkdir: fine for -p.
-                    if e.errno != errno.EEXIST or not os.path.isdir(h):
+                    if e.errno != errno.EEXIST or not self.is_dir(str(a)):
                         raise
             return
-        if os.path.lexists(host):
-            raise FsError(errno.EEXIST, path)
-        if not os.path.isdir(host.parent):
-            raise FsError(errno.ENOENT, path)
-        self.check_writable(dev.parent, path)
-        with self.oserrors(path):
-            os.mkdir(host, mode)
-            os.chmod(host, mode)  # as on the phone, regardless of the host's umask
+
+        def op(loc: Loc) -> None:
+            if loc.lexists():
+                raise FsError(errno.EEXIST, path)
+            self.check_writable(loc.dev.parent, path)
+            with self.oserrors(path):
+                os.mkdir(loc.name, mode, dir_fd=loc.dirfd)
+                # As on the phone, regardless of the host's umask.
+                os.chmod(loc.name, mode, dir_fd=loc.dirfd, follow_symlinks=False)
+
+        self._retrying(path, cwd, True, op)
+
+    def canonical_parent_chain(self, path: str, cwd: str = "/") -> str:
+        """The device path `mkdir -p` creates: existing parents resolved in-sandbox, the rest as given."""
+        full = PurePosixPath(self.absolute(path, cwd))
+        missing: list[str] = []
+        cur = full
+        while True:
+            try:
+                dev, _ = self.canonical(str(cur))
+                return str(dev.joinpath(*reversed(missing)))
+            except FsError as e:
+                if e.errno != errno.ENOENT or cur == cur.parent:
+                    raise FsError(e.errno, path) from None
+                missing.append(cur.name)
+                cur = cur.parent
 
     def remove(self, path: str, cwd: str = "/", recursive: bool = False) -> None:
-        dev, host = self.canonical(path, cwd, follow=False)
-        if not os.path.lexists(host):
-            raise FsError(errno.ENOENT, path)
-        self.check_writable(dev.parent, path)
-        with self.oserrors(path):
-            if os.path.isdir(host) and not os.path.islink(host):
+        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
+            if loc.name == ".":
+                raise FsError(errno.EBUSY, path)
+            try:
+                st = loc.lstat()
+            except FileNotFoundError:
+                raise FsError(errno.ENOENT, path) from None
+            self.check_writable(loc.dev.parent, path)
+            if stat.S_ISDIR(st.st_mode):
                 if not recursive:
                     raise FsError(errno.EISDIR, path)
-                shutil.rmtree(host)
+                shutil.rmtree(loc.name, dir_fd=loc.dirfd)  # fd-based: never follows a swapped-in link
             else:
-                os.unlink(host)
+                os.unlink(loc.name, dir_fd=loc.dirfd)
 
     def rmdir(self, path: str, cwd: str = "/") -> None:
-        dev, host = self.canonical(path, cwd, follow=False)
-        self.check_writable(dev.parent, path)
-        with self.oserrors(path):
-            os.rmdir(host)
+        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
+            self.check_writable(loc.dev.parent, path)
+            os.rmdir(loc.name, dir_fd=loc.dirfd)
 
     def rename(self, src: str, dst: str, cwd: str = "/") -> None:
-        sdev, shost = self.canonical(src, cwd, follow=False)
-        ddev, dhost = self.canonical(dst, cwd, follow=True)
-        if not os.path.lexists(shost):
-            raise FsError(errno.ENOENT, src)
-        if os.path.isdir(dhost):
-            ddev, dhost = ddev / sdev.name, dhost / sdev.name
-        self.check_writable(sdev.parent, src)
-        self.check_writable(ddev.parent, dst)
-        if self.in_quota(ddev) and not self.in_quota(sdev):
-            self.check_space(_tree_size(shost), dst)
-        with self.oserrors(dst):
-            os.replace(shost, dhost)
+        with self._walk(src, cwd, follow=False) as sloc:
+            if not sloc.lexists():
+                raise FsError(errno.ENOENT, src)
+            dloc = self._walk(dst, cwd, follow=True)
+            try:
+                if self._is_real_dir(dloc):
+                    inner = self._walk(str(dloc.dev / sloc.name), "/", follow=False)
+                    dloc.close()
+                    dloc = inner
+                self.check_writable(sloc.dev.parent, src)
+                self.check_writable(dloc.dev.parent, dst)
+                if self.in_quota(dloc.dev) and not self.in_quota(sloc.dev):
+                    self.check_space(_tree_size_at(sloc.dirfd, sloc.name), dst)
+                with self.oserrors(dst):
+                    os.rename(sloc.name, dloc.name, src_dir_fd=sloc.dirfd, dst_dir_fd=dloc.dirfd)
+            finally:
+                dloc.close()
+
+    @staticmethod
+    def _is_real_dir(loc: Loc) -> bool:
+        try:
+            return stat.S_ISDIR(loc.lstat().st_mode)
+        except OSError:
+            return False
 
     def copy(self, src: str, dst: str, cwd: str = "/", recursive: bool = False) -> None:
-        sdev, shost = self.canonical(src, cwd)
-        ddev, dhost = self.canonical(dst, cwd)
-        if not os.path.exists(shost):
-            raise FsError(errno.ENOENT, src)
-        if os.path.isdir(dhost):
-            ddev, dhost = ddev / sdev.name, dhost / sdev.name
-        self.check_writable(ddev.parent, dst)
-        if os.path.isdir(shost):
-            if not recursive:
-                raise FsError(errno.EISDIR, src)
-            if str(ddev).startswith(str(sdev).rstrip("/") + "/"):
-                raise FsError(errno.EINVAL, dst)
-            if self.in_quota(ddev):
-                self.check_space(_tree_size(shost), dst)
+        sdev, _ = self.canonical(src, cwd)
+        sfd = None
+        try:
+            sst = self.stat(src, cwd)
+        except FsError:
+            raise FsError(errno.ENOENT, src) from None
+        dloc = self._walk(dst, cwd, follow=True)
+        try:
+            if self._is_real_dir(dloc):
+                inner = self._walk(str(dloc.dev / sdev.name), "/", follow=True)
+                dloc.close()
+                dloc = inner
+            self.check_writable(dloc.dev.parent, dst)
+            if stat.S_ISDIR(sst.st_mode):
+                if not recursive:
+                    raise FsError(errno.EISDIR, src)
+                if str(dloc.dev).startswith(str(sdev).rstrip("/") + "/"):
+                    raise FsError(errno.EINVAL, dst)
+
+                def op(sloc: Loc) -> None:
+                    fd = self._open_dir(sloc, src)
+                    try:
+                        if self.in_quota(dloc.dev):
+                            self.check_space(_tree_size_fd(fd), dst)
+                        with self.oserrors(dst):
+                            _copy_tree_fd(fd, dloc.dirfd, dloc.name)
+                    finally:
+                        os.close(fd)
+
+                self._retrying(src, cwd, True, op)
+                return
+            if self._is_real_dir(dloc):
+                raise FsError(errno.EISDIR, dst)
+            sfd = self.open_fd(src, cwd)
+            if self.in_quota(dloc.dev):
+                self.check_space(os.fstat(sfd).st_size, dst)
             with self.oserrors(dst):
-                shutil.copytree(shost, dhost, symlinks=True, dirs_exist_ok=True)
-            return
-        if os.path.isdir(dhost):
-            raise FsError(errno.EISDIR, dst)
-        if self.in_quota(ddev):
-            self.check_space(os.path.getsize(shost), dst)
-        with self.oserrors(dst), atomic_path(dhost) as tmp:
-            shutil.copyfile(shost, tmp)
-            os.chmod(tmp, stat.S_IMODE(os.stat(shost).st_mode))
+                _atomic_copy_fd(sfd, dloc.dirfd, dloc.name, stat.S_IMODE(os.fstat(sfd).st_mode))
+        finally:
+            dloc.close()
+            if sfd is not None:
+                os.close(sfd)
+
+    def _path_fd(self, loc: Loc, shown: str) -> int:
+        """An O_PATH fd of the final component, which must not be a symlink (else: a race)."""
+        with self.oserrors(shown):
+            fd = os.open(loc.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=loc.dirfd)
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _Raced()
+        return fd
 
     def chmod(self, path: str, mode: int, cwd: str = "/") -> None:
-        dev, host = self.canonical(path, cwd)
-        self.check_writable(dev, path)
-        with self.oserrors(path):
-            os.chmod(host, mode & 0o7777 & ~0o7000)
+        def op(loc: Loc) -> None:
+            self.check_writable(loc.dev, path)
+            fd = self._path_fd(loc, path)
+            try:
+                with self.oserrors(path):
+                    # The fd's magic link names the inode itself: no path is resolved again.
+                    os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777 & ~0o7000)
+            finally:
+                os.close(fd)
+
+        self._retrying(path, cwd, True, op)
 
     def touch(self, path: str, cwd: str = "/") -> None:
-        dev, host = self.canonical(path, cwd)
-        with self.oserrors(path):
-            if os.path.exists(host):
-                self.check_writable(dev, path)
-                os.utime(host)
-            else:
-                self.check_writable(dev.parent, path)
-                if not os.path.isdir(host.parent):
-                    raise FsError(errno.ENOENT, path)
-                with open(host, "ab"):
-                    pass
+        def op(loc: Loc) -> None:
+            with self.oserrors(path):
+                if loc.lexists():
+                    self.check_writable(loc.dev, path)
+                    fd = self._path_fd(loc, path)
+                    try:
+                        os.utime(f"/proc/self/fd/{fd}")
+                    finally:
+                        os.close(fd)
+                    return
+                self.check_writable(loc.dev.parent, path)
+                try:
+                    fd = os.open(loc.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                                 0o666, dir_fd=loc.dirfd)
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        raise _Raced() from None
+                    raise
+                os.close(fd)
+
+        self._retrying(path, cwd, True, op)
 
     def symlink(self, target: str, path: str, cwd: str = "/") -> None:
-        dev, host = self.canonical(path, cwd, follow=False)
-        self.check_writable(dev.parent, path)
-        with self.oserrors(path):
-            os.symlink(target, host)
+        if "\0" in target:
+            raise FsError(errno.EINVAL, path)
+        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
+            self.check_writable(loc.dev.parent, path)
+            os.symlink(encode_link(target), loc.name, dir_fd=loc.dirfd)
+
+    def replace_with_symlink(self, target: str, path: str) -> None:
+        """Make `path` a symlink to `target`, replacing a file or link there (sync SEND of a link)."""
+        if "\0" in target:
+            raise FsError(errno.EINVAL, path)
+        with self._walk(path, "/", follow=False) as loc, self.oserrors(path):
+            self.check_writable(loc.dev.parent, path)
+            tmp = f".{loc.name}.{secrets.token_hex(8)}.lnk"
+            os.symlink(encode_link(target), tmp, dir_fd=loc.dirfd)
+            try:
+                os.rename(tmp, loc.name, src_dir_fd=loc.dirfd, dst_dir_fd=loc.dirfd)
+            except OSError:
+                os.unlink(tmp, dir_fd=loc.dirfd)
+                raise
 
     def readlink(self, path: str, cwd: str = "/") -> str:
-        _, host = self.canonical(path, cwd, follow=False)
-        with self.oserrors(path):
-            return os.readlink(host)
+        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
+            return decode_link(os.readlink(loc.name, dir_fd=loc.dirfd))
 
     def open_write(self, path: str, cwd: str = "/", append: bool = False) -> "QuotaFile":
         """A file opened for writing in place (shell redirection), counted against the quota."""
-        dev, host = self.canonical(path, cwd)
-        if os.path.isdir(host):
-            raise FsError(errno.EISDIR, path)
-        self.check_writable(dev if os.path.exists(host) else dev.parent, path)
-        if not os.path.isdir(host.parent):
-            raise FsError(errno.ENOENT, path)
-        with self.oserrors(path):
-            f = open(host, "ab" if append else "wb")
-        return QuotaFile(self, f, path, self.in_quota(dev))
+        def op(loc: Loc) -> QuotaFile:
+            try:
+                st = loc.lstat()
+            except FileNotFoundError:
+                st = None
+            except OSError as e:
+                raise FsError(e.errno or errno.EIO, path) from None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise FsError(errno.EISDIR, path)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise _Raced()
+            self.check_writable(loc.dev if st is not None else loc.dev.parent, path)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            flags |= os.O_APPEND if append else os.O_TRUNC
+            try:
+                fd = os.open(loc.name, flags, 0o666, dir_fd=loc.dirfd)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise _Raced() from None
+                raise FsError(e.errno or errno.EIO, path) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise FsError(errno.EACCES, path)
+            os.set_blocking(fd, True)
+            return QuotaFile(self, os.fdopen(fd, "ab" if append else "wb"), path, self.in_quota(loc.dev))
+
+        return self._retrying(path, cwd, True, op)
 
     def new_file(self, path: str, cwd: str = "/") -> "AtomicUpload":
         """A file that appears at `path` only when committed (sync SEND)."""
@@ -358,28 +774,70 @@ class QuotaFile:
 
 class AtomicUpload:
     """Writes to a temporary name next to the target; `commit()` renames it into place, `abort()`
-    (or any failure) removes it, so a failed or interrupted push never leaves a partial file."""
+    (or any failure) removes it, so a failed or interrupted push never leaves a partial file.
+    The directory is held by fd for the whole upload; stale temporaries of a killed emulator are
+    removed by `SandboxFS.clean_partials` at start and by the next upload to the same path."""
 
     def __init__(self, fs: SandboxFS, path: str, cwd: str = "/"):
         self.fs, self.path = fs, path
-        dev, host = fs.canonical(path, cwd)
-        if os.path.isdir(host):
-            raise FsError(errno.EISDIR, path)
-        fs.check_writable(dev.parent, path)
-        if not os.path.isdir(host.parent):
-            fs.mkdir(str(dev.parent), parents=True)
-        self.dev, self.host = dev, host
-        self.counted = fs.in_quota(dev)
-        # An overwritten file's space comes back when the new one replaces it.
-        self._reclaim = os.path.getsize(host) if os.path.isfile(host) else 0
-        self._cm = atomic_path(host)
-        with fs.oserrors(path):
-            self.tmp = self._cm.__enter__()
-            self.f = open(self.tmp, "wb")
+        self.done = False
+        self.f = None
+        try:
+            loc = fs._walk(path, cwd, follow=True)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            parent = str(PurePosixPath(fs.absolute(path, cwd)).parent)
+            fs.check_writable(PurePosixPath(fs.canonical_parent_chain(parent)), path)
+            fs.mkdir(parent, parents=True)
+            loc = fs._walk(path, cwd, follow=True)
+        self.loc = loc
+        try:
+            try:
+                st = loc.lstat()
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise FsError(errno.EISDIR, path)
+            if loc.name == ".":
+                raise FsError(errno.EISDIR, path)
+            fs.check_writable(loc.dev.parent, path)
+            self.dev = loc.dev
+            self.counted = fs.in_quota(loc.dev)
+            # An overwritten file's space comes back when the new one replaces it.
+            self._reclaim = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+            with fs.oserrors(path):
+                self._remove_stale(loc)
+                self.tmp = f".{loc.name}.{secrets.token_hex(8)}{_PART_SUFFIX}"
+                dst = os.fstat(loc.dirfd)
+                self._key = (dst.st_dev, dst.st_ino, self.tmp)
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600, dir_fd=loc.dirfd)
+                with fs._uploads_lock:
+                    fs._uploads.add(self._key)
+                self.f = os.fdopen(fd, "wb")
+        except BaseException:
+            self.abort()
+            raise
         self._budget = self._measure()
         self._since = 0
         self.size = 0
-        self.done = False
+
+    def _remove_stale(self, loc: Loc) -> None:
+        """Temporaries for this target that no upload of this process owns: a killed emulator's."""
+        prefix = f".{loc.name}."
+        st = os.fstat(loc.dirfd)
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=loc.dirfd)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        with self.fs._uploads_lock:
+            live = {k[2] for k in self.fs._uploads if k[:2] == (st.st_dev, st.st_ino)}
+        for n in names:
+            if n.startswith(prefix) and _PART_RE.match(n) and n not in live:
+                with contextlib.suppress(OSError):
+                    os.unlink(n, dir_fd=loc.dirfd)
 
     def _measure(self) -> int:
         return (self.fs.free() + self._reclaim) if self.counted else 1 << 62
@@ -398,44 +856,119 @@ class AtomicUpload:
 
     def commit(self, mode: int, mtime: int | None = None) -> None:
         with self.fs.oserrors(self.path):
-            self.f.close()
-            os.chmod(self.tmp, mode & 0o777)
+            self.f.flush()
+            os.fchmod(self.f.fileno(), mode & 0o777)
             if mtime:
-                os.utime(self.tmp, (mtime, mtime))
-            self._cm.__exit__(None, None, None)
+                os.utime(self.f.fileno(), (mtime, mtime))
+            self.f.close()
+            os.rename(self.tmp, self.loc.name, src_dir_fd=self.loc.dirfd, dst_dir_fd=self.loc.dirfd)
         self.done = True
+        self._forget()
+
+    def _forget(self) -> None:
+        with self.fs._uploads_lock:
+            self.fs._uploads.discard(getattr(self, "_key", None))
+        self.loc.close()
 
     def abort(self) -> None:
         if self.done:
             return
         self.done = True
-        with contextlib.suppress(Exception):
-            self.f.close()
-        with contextlib.suppress(Exception):
-            self._cm.__exit__(OSError, OSError("aborted"), None)
+        if self.f is not None:
+            with contextlib.suppress(Exception):
+                self.f.close()
+        if getattr(self, "tmp", None) and self.loc.dirfd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=self.loc.dirfd)
+        self._forget()
 
 
-def _tree_size(host: Path) -> int:
-    total = 0
+def _is_link(loc: Loc) -> bool:
     try:
-        st = os.lstat(host)
+        return stat.S_ISLNK(loc.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _tree_size_fd(fd: int) -> int:
+    """Bytes of every non-directory below the directory `fd` (fd-based: links are not followed)."""
+    total = 0
+    for _dirpath, _dirnames, filenames, dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=dfd, follow_symlinks=False).st_size
+    return total
+
+
+def _tree_size_at(dirfd: int, name: str) -> int:
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except OSError:
         return 0
     if not stat.S_ISDIR(st.st_mode):
         return st.st_size
-    stack = [str(host)]
-    while stack:
-        d = stack.pop()
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        return 0
+    try:
+        return _tree_size_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_fd_data(src: int, dst: int) -> None:
+    os.lseek(src, 0, os.SEEK_SET)
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view):]
+
+
+def _atomic_copy_fd(src: int, dirfd: int, name: str, mode: int) -> None:
+    tmp = f".{name}.{secrets.token_hex(8)}{_PART_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+    try:
         try:
-            with os.scandir(d) as it:
-                for e in it:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(e.path)
-                        else:
-                            total += e.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        pass
-        except OSError:
-            pass
-    return total
+            _copy_fd_data(src, fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dirfd)
+        raise
+
+
+def _copy_tree_fd(src: int, dirfd: int, name: str) -> None:
+    """cp -r of the directory `src` to `name` in `dirfd`: links copied as links, never followed."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o771, dir_fd=dirfd)
+    dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        os.fchmod(dst, stat.S_IMODE(os.fstat(src).st_mode))
+        for entry in sorted(os.listdir(src)):
+            st = os.stat(entry, dir_fd=src, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+                try:
+                    _copy_tree_fd(sub, dst, entry)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISLNK(st.st_mode):
+                raw = os.readlink(entry, dir_fd=src)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry, dir_fd=dst)
+                os.symlink(encode_link(decode_link(raw)), entry, dir_fd=dst)
+            elif stat.S_ISREG(st.st_mode):
+                f = os.open(entry, _O_READ, dir_fd=src)
+                try:
+                    _atomic_copy_fd(f, dst, entry, stat.S_IMODE(st.st_mode))
+                finally:
+                    os.close(f)
+    finally:
+        os.close(dst)

@@ -22,6 +22,7 @@ from pathlib import Path
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_write_text
 
+from .fs import ROOT_MARKER
 from .profiles import list_profiles, load_profile
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,26 @@ def list_emulators() -> list[EmulatorRecord]:
     return sorted(recs, key=lambda r: r.started_at)
 
 
+def check_root(path: Path, shown: Path | str) -> None:
+    """An emulator may use a directory that is missing, empty, or an emulator root already (its
+    marker file, or the layout of a root made before markers existed): never someone's files."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UserError(f"--root {shown} is not a directory", "pass a directory for the device filesystem")
+    if (path / ROOT_MARKER).is_file():
+        return
+    try:
+        entries = [p.name for p in path.iterdir()]
+    except OSError as e:
+        raise UserError(f"cannot read --root {shown} ({e.strerror})", "pass a directory you can write") from None
+    legacy = (path / "system" / "build.prop").is_file() and (path / "data").is_dir()
+    if entries and not legacy:
+        raise UserError(f"--root {shown} is not empty and is not an emulator root (no {ROOT_MARKER}); "
+                        "the emulator would write into it",
+                        "pass an empty or new directory, or a root an emulator made before")
+
+
 def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, authorized_keys: Path | None = None,
           accept_new_keys: bool = False, root: Path | None = None, storage_bytes: int | None = None,
           timeout_s: float = 30.0) -> EmulatorRecord:
@@ -110,6 +131,8 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
                         "pass an adbkey.pub-format file (e.g. ~/.android/adbkey.pub) or leave it out")
     if storage_bytes is not None and storage_bytes <= 0:
         raise UserError("--storage-bytes must be positive", "pass the phone's /data size in bytes")
+    if root is not None:
+        check_root(Path(root).expanduser().resolve(), root)
     ident = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     state_dir = emulators_dir() / ident
     state_dir.mkdir(parents=True, exist_ok=False)

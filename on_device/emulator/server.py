@@ -491,12 +491,13 @@ class EmulatorServer:
     def _prepare_fs(self) -> None:
         prof = self.config.profile
         fs = self.fs
+        fs.write_marker()
+        # A killed emulator may have left upload temporaries and (older versions) raw host links.
+        cleaned, hardened = fs.clean_partials(), fs.harden_links()
+        if cleaned or hardened:
+            log.info("root %s: removed %d stale upload file(s), rewrote %d link(s)", fs.root, cleaned, hardened)
         fs.ensure_layout(("/data/local/tmp", "/storage/emulated/0", "/system/bin", "/proc", "/vendor/lib64"))
-        sdcard = fs.host_path_unchecked("/sdcard")
-        if sdcard.is_dir() and not sdcard.is_symlink() and not any(sdcard.iterdir()):
-            sdcard.rmdir()
-        if not os.path.lexists(sdcard):
-            os.symlink("/storage/emulated/0", sdcard)
+        fs.layout_symlink("/storage/emulated/0", "/sdcard")
         kb = prof.ram_bytes // 1024
         avail = prof.ram_budget_bytes // 1024
         meminfo = (f"MemTotal:       {kb:>8} kB\nMemFree:        {avail // 3:>8} kB\n"
@@ -512,13 +513,11 @@ class EmulatorServer:
         for path, text in (("/proc/meminfo", meminfo), ("/proc/cpuinfo", cpus),
                            ("/proc/version", f"Linux version {prof.kernel_release} (android-build) #1 SMP PREEMPT\n"),
                            ("/system/build.prop", build_prop)):
-            host = fs.host_path_unchecked(path)
-            host.write_text(text)
-            os.chmod(host, 0o444)
-        sh = fs.host_path_unchecked("/system/bin/sh")
-        if not sh.exists():
-            sh.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 57)
-            os.chmod(sh, 0o755)
+            fs.write_layout_file(path, text.encode(), 0o444)
+        try:
+            fs.lstat("/system/bin/sh")
+        except OSError:
+            fs.write_layout_file("/system/bin/sh", b"\x7fELF\x02\x01\x01" + b"\0" * 57, 0o755)
 
     def _accept_loop(self) -> None:
         assert self._sock is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import posixpath
 import stat as statmod
 import struct
 import threading
@@ -186,8 +187,8 @@ def _ownership(fs, dev) -> tuple[int, int]:
 
 def _stat_v2(fs, path: str, follow: bool) -> tuple[int, os.stat_result | None, tuple[int, int]]:
     try:
-        dev, host = fs.canonical(path, "/", follow=follow)
-        st = os.stat(host) if follow else os.lstat(host)
+        st = fs.stat(path) if follow else fs.lstat(path)
+        dev, _ = fs.canonical(path, "/", follow=follow)
         return 0, st, _ownership(fs, dev)
     except OSError as e:
         return e.errno or errno.EIO, None, (0, 0)
@@ -246,23 +247,11 @@ def sync_service(stream, device) -> None:
 
 
 def _list(fs, path: str, w: SyncWriter, v2: bool) -> None:
-    names: list[str] = []
-    base = None
     try:
-        dev, host = fs.canonical(path)
-        fs.check_listable(dev, path)
-        if os.path.isdir(host):
-            names = [".", ".."] + sorted(os.listdir(host))
-            base = (dev, host)
+        dev, rows = fs.list_stats(path)
     except OSError:
-        names = []
-    for name in names:
-        assert base is not None
-        dev, host = base
-        try:
-            st = os.lstat(host if name == "." else host.parent if name == ".." else host / name)
-        except OSError:
-            continue
+        dev, rows = None, []
+    for name, st in rows:
         raw = name.encode("utf-8", "surrogateescape")
         if v2:
             uid, gid = _ownership(fs, dev)
@@ -340,15 +329,12 @@ def _send(fs, spec: str, r: SyncReader, w: SyncWriter) -> bool:
                 if failure is None:
                     try:
                         if is_link:
-                            dev, host = fs.canonical(path, follow=False)
-                            fs.check_writable(dev.parent, path)
-                            if not os.path.isdir(host.parent):
-                                fs.mkdir(str(dev.parent), parents=True)
-                            if os.path.lexists(host):
-                                os.unlink(host)
+                            parent = str(posixpath.dirname(fs.absolute(path)))
+                            if not fs.is_dir(parent):
+                                fs.mkdir(parent, parents=True)
                             # adb sends the target NUL-terminated.
                             target = bytes(link_target).split(b"\0", 1)[0]
-                            fs.symlink(target.decode("utf-8", "surrogateescape"), path)
+                            fs.replace_with_symlink(target.decode("utf-8", "surrogateescape"), path)
                         else:
                             assert upload is not None
                             upload.commit(mode, length)

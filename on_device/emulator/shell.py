@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable
 
-from gemma4_common.fsutil import sha256_file
 
 from .context import RunnerContext
 from .fs import FsError, SandboxFS
@@ -756,7 +755,9 @@ class Shell:
             return fs.resolve(str(device_path), cwd)
 
         ctx = RunnerContext(resolve=resolve, stdout=io_.out, stderr=io_.err, profile=self.dev.profile,
-                            env=dict(env), cwd=cwd, cancelled=io_.cancelled)
+                            env=dict(env), cwd=cwd, cancelled=io_.cancelled,
+                            open_file=lambda p: fs.open_fd(str(p), cwd),
+                            listdir=lambda p: fs.listdir(str(p), cwd))
         log.info("runner: %s", " ".join(argv))
         try:
             rc = int(self.dev.run_runner(list(argv), ctx))
@@ -923,9 +924,9 @@ def b_uname(sh, argv, io_):
 def b_cd(sh, argv, io_):
     target = argv[1] if len(argv) > 1 else sh.env.get("HOME", "/")
     try:
-        dev, host = sh.fs.canonical(target, sh.cwd)
-        if not os.path.isdir(host):
-            raise FsError(errno.ENOTDIR if os.path.exists(host) else errno.ENOENT, target)
+        dev, _ = sh.fs.canonical(target, sh.cwd)
+        if not statmod.S_ISDIR(sh.fs.stat(target, sh.cwd).st_mode):
+            raise FsError(errno.ENOTDIR, target)
     except FsError as e:
         io_.complain(f"{SH}: cd: {target}: {e.strerror}")
         return 2
@@ -1512,13 +1513,8 @@ def b_chmod(sh, argv, io_):
         targets.append(p)
         if recursive:
             try:
-                host = sh.fs.resolve(p, sh.cwd)
-                if os.path.isdir(host):
-                    base = sh.fs.canonical(p, sh.cwd)[0]
-                    for dirpath, dirnames, filenames in os.walk(host):
-                        rel = os.path.relpath(dirpath, host)
-                        for nm in dirnames + filenames:
-                            targets.append(str(base / rel / nm))
+                if sh.fs.is_dir(p, sh.cwd):
+                    targets.extend(sh.fs.walk_tree(p, sh.cwd))
             except OSError:
                 pass
     for p in targets:
@@ -1617,19 +1613,11 @@ def _hash_cmd(algo: str):
                 digest = hashlib.new(algo, io_.stdin.read()).hexdigest()
             else:
                 try:
-                    host = sh.fs.resolve(p, sh.cwd)
-                    if os.path.isdir(host):
-                        raise FsError(errno.EISDIR, p)
-                    if not os.path.exists(host):
-                        raise FsError(errno.ENOENT, p)
-                    if algo == "sha256":
-                        digest = sha256_file(host)
-                    else:
-                        h = hashlib.new(algo)
-                        with sh.fs.open_read(p, sh.cwd) as f:
-                            for chunk in iter(lambda: f.read(1 << 20), b""):
-                                h.update(chunk)
-                        digest = h.hexdigest()
+                    h = hashlib.new(algo)
+                    with sh.fs.open_read(p, sh.cwd) as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            h.update(chunk)
+                    digest = h.hexdigest()
                 except OSError as e:
                     io_.complain(_fmt_err(argv[0], e, p))
                     rc = 1
@@ -1715,9 +1703,8 @@ def b_df(sh, argv, io_):
     if paths:
         for p in paths:
             try:
-                dev, host = fs.canonical(p, sh.cwd)
-                if not os.path.exists(host):
-                    raise FsError(errno.ENOENT, p)
+                dev, _ = fs.canonical(p, sh.cwd)
+                fs.stat(p, sh.cwd)
             except OSError as e:
                 io_.complain(_fmt_err("df", e, p))
                 return 1

@@ -1,0 +1,268 @@
+"""Attacks on the reference emulator's sandbox and on bundle manifests (issue 11, security), each
+reproduced the way an attacker would: real ADB clients (adb-shell) on loopback, racing each other,
+bounded in iterations and time. Each asserts that nothing outside the emulator's root is written,
+read, listed or changed."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from adb_shell.adb_device import AdbDevice
+
+from on_device.emulator.fs import LINK_PREFIX
+from sdk_tools.devices.tcp import _Transport
+
+ITERATIONS = int(os.environ.get("G4M_RACE_ROUNDS", "300"))  # client round trips per racing client
+SECONDS = 20.0  # and never longer than this
+TMP = "/data/local/tmp"
+SECRET = b"HOST-SECRET-7d3f9a"
+
+
+def _device(port: int) -> AdbDevice:
+    """adb-shell's client over a TCP_NODELAY transport (the stock one waits ~40 ms per round trip
+    on Nagle + delayed ACK, which would make a race of a few hundred rounds take minutes)."""
+    dev = AdbDevice(_Transport("127.0.0.1", port), default_transport_timeout_s=30)
+    dev.connect(rsa_keys=None, auth_timeout_s=5)
+    return dev
+
+
+@pytest.fixture
+def host(tmp_path):
+    """Files of the host user outside the emulator's root: what an attacker wants."""
+    d = tmp_path / "host"
+    d.mkdir()
+    (d / "target.txt").write_bytes(b"host original\n")
+    (d / "secret.txt").write_bytes(SECRET + b"\n")
+    os.chmod(d / "target.txt", 0o644)
+    os.utime(d / "target.txt", (1_000_000_000, 1_000_000_000))
+    return d
+
+
+def _snapshot(d: Path) -> dict[str, tuple[bytes, int, float]]:
+    return {p.name: (p.read_bytes(), stat.S_IMODE(p.stat().st_mode), p.stat().st_mtime) for p in sorted(d.iterdir())}
+
+
+def race(port: int, victim, attacker, setup: str = "") -> list:
+    """Run `victim(dev)` and `attacker(dev)` in loops on two separate ADB connections at once,
+    ITERATIONS round trips each or SECONDS, whichever ends first; returns the victim's results."""
+    a, b = _device(port), _device(port)
+    if setup:
+        a.shell(setup)
+    results: list = []
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + SECONDS
+    start = threading.Barrier(2)
+
+    def loop(dev, fn, sink):
+        try:
+            start.wait()
+            for _ in range(ITERATIONS):
+                if time.monotonic() > deadline:
+                    break
+                r = fn(dev)
+                if sink is not None:
+                    sink.append(r)
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(a, victim, results)),
+               threading.Thread(target=loop, args=(b, attacker, None))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(SECONDS + 30)
+    a.close()
+    b.close()
+    assert not errors, errors
+    assert len(results) >= 20, "the race ran too few rounds to mean anything"
+    return results
+
+
+def _swap_file(path: str, link_to: Path) -> str:
+    # Between `rm` and `ln` the name is free: a check-then-open victim passes its check there.
+    one = f"rm -f {path}; ln -s {link_to} {path}; rm -f {path}; echo decoy > {path}"
+    return "; ".join([one] * 4)
+
+
+def _swap_dir(path: str, link_to: Path) -> str:
+    one = f"rm -rf {path}; mkdir {path}; echo decoy > {path}/secret.txt; rm -rf {path}; ln -s {link_to} {path}"
+    return "; ".join([one] * 4)
+
+
+# ---- 1. symlink-swap races ------------------------------------------------------------------------
+def test_shell_write_race_never_writes_outside_the_root(emulator_factory, host):
+    emu = emulator_factory()
+    before = _snapshot(host)
+    f, d = f"{TMP}/w/f", f"{TMP}/w/d"
+    victim = "; ".join([f"echo PWNED > {f}", f"echo PWNED >> {f}", f"echo PWNED > {d}/target.txt",
+                        f"echo PWNED > {d}/new.txt", f"touch {f} {d}/touched.txt", f"chmod 666 {f} {d}/target.txt",
+                        f"cp {TMP}/w/src {f}", f"cp {TMP}/w/src {d}/copied.txt", f"mkdir {d}/made"] * 2)
+    attacker = _swap_file(f, host / "target.txt") + "; " + _swap_dir(d, host)
+    race(emu.port, lambda dev: dev.shell(victim), lambda dev: dev.shell(attacker),
+         setup=f"mkdir -p {TMP}/w && echo src > {TMP}/w/src")
+    assert _snapshot(host) == before
+
+
+def test_shell_read_race_never_reads_outside_the_root(emulator_factory, host):
+    emu = emulator_factory()
+    f, d = f"{TMP}/r/f", f"{TMP}/r/d"
+    victim = "; ".join([f"cat {f}", f"cat {d}/secret.txt", f"sha256sum {f}", f"ls {d}", f"ls -l {d}/secret.txt",
+                        f"stat -c %s {d}/secret.txt", f"cp {f} {TMP}/r/copy; cat {TMP}/r/copy"] * 2) + " 2>&1"
+    attacker = _swap_file(f, host / "secret.txt") + "; " + _swap_dir(d, host)
+    import hashlib
+
+    digest = hashlib.sha256(SECRET + b"\n").hexdigest()
+    outs = race(emu.port, lambda dev: dev.shell(victim), lambda dev: dev.shell(attacker), setup=f"mkdir -p {TMP}/r")
+    text = "".join(outs)
+    assert SECRET.decode() not in text and digest not in text
+    assert "target.txt" not in text  # a listing of the host directory
+    assert f"{len(SECRET) + 1}\n" not in text.replace("decoy", "")  # stat of the host file
+
+
+def test_sync_recv_and_list_race_never_read_outside_the_root(emulator_factory, host, tmp_path):
+    emu = emulator_factory()
+    f, d = f"{TMP}/s/f", f"{TMP}/s/d"
+    got = tmp_path / "pulled"
+
+    def victim(dev):
+        seen = []
+        for path in (f, f"{d}/secret.txt"):
+            try:
+                dev.pull(path, str(got))
+                seen.append(got.read_bytes())
+            except Exception:  # the name is mid-swap: a refusal is fine, a leak is not
+                pass
+        try:
+            seen.append(repr(dev.list(d)).encode())
+            seen.append(repr(dev.stat(f"{d}/target.txt")).encode())
+        except Exception:
+            pass
+        return b"|".join(seen)
+
+    attacker = _swap_file(f, host / "secret.txt") + "; " + _swap_dir(d, host)
+    outs = race(emu.port, victim, lambda dev: dev.shell(attacker), setup=f"mkdir -p {TMP}/s")
+    blob = b"".join(outs)
+    assert SECRET not in blob
+    assert b"target.txt" not in blob
+    assert b"1000000000" not in blob  # the host file's mtime, had STAT reached it
+
+
+def test_sync_send_race_never_writes_outside_the_root(emulator_factory, host, tmp_path):
+    emu = emulator_factory()
+    before = _snapshot(host)
+    src = tmp_path / "payload"
+    src.write_bytes(b"PWNED\n")
+    f, d = f"{TMP}/p/f", f"{TMP}/p/d"
+
+    def victim(dev):
+        for path in (f, f"{d}/target.txt", f"{d}/new.txt", f"{d}/sub/deeper.txt"):
+            try:
+                dev.push(str(src), path)
+            except Exception:
+                pass
+        return True
+
+    attacker = _swap_file(f, host / "target.txt") + "; " + _swap_dir(d, host)
+    race(emu.port, victim, lambda dev: dev.shell(attacker), setup=f"mkdir -p {TMP}/p")
+    assert _snapshot(host) == before
+
+
+def test_device_symlinks_never_resolve_on_the_host(emulator_factory, host, tmp_path):
+    """A device link is stored so that the host cannot follow it out of the root: absolute,
+    relative with too many `..`, and one pushed over sync (S_IFLNK); the device still sees its target."""
+    emu = emulator_factory()
+    dev = _device(emu.port)
+    try:
+        out = dev.shell(f"cd {TMP} && ln -s {host}/secret.txt abs && ln -s ../../../../../../../..{host}/secret.txt rel"
+                        f" && ln -s {host} dir && ls -l abs; echo rc=$?")
+        assert out.rstrip().endswith("rc=0") and f"abs -> {host}/secret.txt" in out
+        link_src = tmp_path / "linktarget"
+        link_src.write_bytes(f"{host}/secret.txt\0".encode())
+        # adb sends a symlink as SEND path,mode with S_IFLNK and the target as its data.
+        dev.push(str(link_src), f"{TMP}/pushed", st_mode=stat.S_IFLNK | 0o777)
+        assert dev.shell(f"readlink {TMP}/pushed").strip() == f"{host}/secret.txt"
+        tmpdir = emu.fs.host_path_unchecked(TMP)
+        for name in ("abs", "rel", "dir", "pushed"):
+            raw = os.readlink(tmpdir / name)
+            assert raw.startswith(LINK_PREFIX), raw
+            with pytest.raises(OSError):
+                (tmpdir / name).read_bytes()
+            with pytest.raises(OSError):
+                (tmpdir / name / "secret.txt").read_bytes()
+        # The device resolves the absolute target inside its own root, like a chroot.
+        assert SECRET.decode() not in dev.shell(f"cat {TMP}/abs {TMP}/rel {TMP}/dir/secret.txt 2>&1")
+        dev.shell(f"mkdir -p {TMP}/real && echo inside > {TMP}/real/x && ln -s {TMP}/real {TMP}/in")
+        assert dev.shell(f"cat {TMP}/in/x") == "inside\n"
+    finally:
+        dev.close()
+
+
+def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
+    from conftest_emulator import make_emulator
+
+    root = tmp_path / "root"
+    (root / "data" / "local" / "tmp").mkdir(parents=True)
+    os.symlink(str(host / "secret.txt"), root / "data" / "local" / "tmp" / "old")
+    emu = make_emulator(root)
+    try:
+        raw = os.readlink(root / "data" / "local" / "tmp" / "old")
+        assert raw == LINK_PREFIX + str(host / "secret.txt")
+        dev = _device(emu.port)
+        try:
+            assert dev.shell(f"readlink {TMP}/old").strip() == str(host / "secret.txt")
+        finally:
+            dev.close()
+    finally:
+        emu.stop()
+
+
+# ---- 2. the engine's weight cache ------------------------------------------------------------------
+@pytest.mark.usefixtures("isolated_adb_key")
+def test_runner_never_writes_through_a_planted_cache_link(emulator_factory, e2b_int8_bundle, runner_file, host):
+    """LiteRT-LM by default writes `<model>_<mtime>_<size>.xnnpack_cache` next to the model,
+    following symlinks. A client plants that name (mtime -1..+1, as the host may round) as a link to
+    a host file; running the model must not touch it, nor write any cache on the device."""
+    from gemma4_common.shell import join
+    from on_device.runner_contract import RunnerInvocation, build_argv
+    from sdk_tools.deploy import deploy
+    from sdk_tools.devices.tcp import TcpDevice
+
+    emu = emulator_factory()
+    dev = TcpDevice(emu.serial)
+    try:
+        dep = deploy(dev, e2b_int8_bundle, runner=runner_file, device_dir="/data/local/tmp/g4m")
+        model = str(dep.model_path)
+        size, mtime = dev.shell_result(join(["stat", "-c", "%s %Y", model])).stdout.decode().split()
+        before = _snapshot(host)
+        names = [f"{model}_{int(mtime) + d}_{size}.xnnpack_cache" for d in (-1, 0, 1)]
+        for n in names:
+            dev.check_shell(join(["ln", "-s", str(host / "target.txt"), n]), "planting a link")
+        r = dev.shell_result(join(build_argv(dep.runner_path, RunnerInvocation(
+            model_path=dep.model_path, input_prompt="hi", max_output_tokens=4, apply_prompt_template=False))))
+        assert r.rc == 0, r.stderr
+        assert _snapshot(host) == before
+        listing = dev.shell_result(join(["ls", "-a", str(dep.bundle_dir)])).stdout.decode().split()
+        assert sorted(n for n in listing if n.endswith(".xnnpack_cache")) == sorted(n.rsplit("/", 1)[1] for n in names)
+        for n in names:  # still the planted links, never written through
+            assert dev.shell_result(join(["readlink", n])).stdout.decode().strip() == str(host / "target.txt")
+    finally:
+        dev.close()
+
+
+def test_host_run_writes_no_cache_into_the_bundle(e2b_int8_bundle, tmp_path):
+    """`gemma4-mobile run` must not leave a 2.8 MB .xnnpack_cache in the user's bundle directory."""
+    import shutil
+
+    from helpers import cli
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(e2b_int8_bundle, bundle)
+    r = cli("run", bundle, "--prompt", "hi", "--max-tokens", "4")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in e2b_int8_bundle.iterdir()
+                                                              if not p.name.endswith(".xnnpack_cache"))
