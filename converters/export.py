@@ -166,8 +166,11 @@ _ENCODER_RECIPES = {"vision_encoder_model_path": "dynamic_wi8_afp32",
                     "audio_adapter_model_path": "dynamic_wi8_afp32"}
 
 
-def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
-    """A copy of the float artifacts with every LLM TFLite model quantized by `recipe`."""
+def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path, calibrate: Any = None) -> Any:
+    """A copy of the float artifacts with every LLM TFLite model quantized by `recipe`.
+
+    `calibrate(model_path, quantizer) -> qsvs` (converters.calibration.calibrator_for) feeds static
+    recipes their calibration results."""
     if recipe.is_float:
         return fx.artifacts
     from ai_edge_quantizer import quantizer as quantizer_lib
@@ -185,7 +188,8 @@ def quantize_artifacts(fx: FloatExport, recipe: Recipe, work_dir: Path) -> Any:
         out = work_dir / (Path(path).stem + f"_{recipe.name}.tflite")
         qt = quantizer_lib.Quantizer(path)
         qt.load_quantization_recipe(cfg)
-        qt.quantize().export_model(str(out), overwrite=True)
+        qsvs = calibrate(path, qt) if calibrate is not None and qt.need_calibration else None
+        qt.quantize(qsvs).export_model(str(out), overwrite=True)
         return str(out)
 
     changes: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from converters.bundle import MAIN_MODEL, is_bundle, litertlm_sections, write_manifest
+from converters.calibration import recipe_manifest
 from converters.checkpoint import CheckpointInfo, checkpoint_hash, inspect_checkpoint
 from converters.export import (ExportOptions, captured_output, export_float, log_tail, package,
                                quantize_artifacts, tool_versions)
@@ -45,6 +46,9 @@ class ConvertRequest:
     # length: LiteRT-LM 0.18.1's CPU executor runs only bundles with a single `decode` signature.
     bundle_per_cache_length: bool = False
     ignore_memory_check: bool = False  # convert even when the estimate says the host's RAM is too small
+    # Calibration prompts for static recipes and NPU variants: a chat JSONL path, or "default" for
+    # the built-in set (converters.calibration).
+    calibration: str | None = None
 
     def all_cache_lengths(self) -> list[int]:
         return sorted(set(self.cache_lengths or [self.cache_length]))
@@ -201,6 +205,8 @@ class _Plan:
     jobs: list[_Job]
     npu_specs: list[Any]
     src_hash: str
+    calibration: Any = None  # converters.calibration.CalibrationPlan, when a recipe or NPU target needs it
+    npu_cache: dict[str, Any] = field(default_factory=dict)  # NPU variants, built once per convert
 
     @property
     def targets(self) -> list[Path]:
@@ -219,8 +225,11 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
         info, recipes = _validate(req)
         jobs = _jobs(req, recipes)
         _check_out_dir(req, [j.target for j in jobs])  # before hashing a checkpoint of gigabytes
-        plan = _Plan(info=info, jobs=jobs, npu_specs=_parse_npu(req.npu_targets),
-                     src_hash=checkpoint_hash(req.checkpoint))
+        from converters.calibration import plan_calibration
+
+        npu_specs = _parse_npu(req.npu_targets)
+        plan = _Plan(info=info, jobs=jobs, npu_specs=npu_specs, src_hash=checkpoint_hash(req.checkpoint),
+                     calibration=plan_calibration(req, recipes, npu_specs))
     progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
                   f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
     if not isolate:
@@ -288,7 +297,10 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
             with progress.step(f"quantize {label}"):
                 try:
                     with _third_party_step(f"quantizing with {recipe.name}", log):
-                        arts = quantize_artifacts(fx, recipe, qwork)
+                        from converters.calibration import calibration_hook
+
+                        arts = quantize_artifacts(fx, recipe, qwork,
+                                                  calibrate=calibration_hook(plan.calibration, recipe, progress))
                 except UserError as e:
                     block = _block_size(recipe.name)
                     if block and "Failed to get quantization parameters" in e.problem:
@@ -304,8 +316,7 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
                     model.rename(tmp / MAIN_MODEL)
             npu_entries = []
             if plan.npu_specs:
-                with progress.step(f"NPU compile {label}"):
-                    npu_entries = _compile_npu(tmp / MAIN_MODEL, plan.npu_specs, tmp, req.npu_config, progress)
+                npu_entries = _compile_npu(req, plan, tmp, log, progress)
             sections = litertlm_sections(tmp / MAIN_MODEL)
             name = req.name or f"{req.checkpoint.resolve().name}-{recipe.name}"
             return write_manifest(tmp, {
@@ -313,7 +324,8 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
                 "variant": info.variant,
                 "model_type": info.model_type,
                 "recipe": {"name": recipe.name, "description": recipe.description,
-                           "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits},
+                           "weight_bits": recipe.weight_bits, "embedding_bits": recipe.embedding_bits,
+                           **recipe_manifest(recipe, plan.calibration, tmp / MAIN_MODEL)},
                 "source": {"path": str(req.checkpoint.resolve()), "sha256": plan.src_hash,
                            "num_parameters": info.num_parameters},
                 "export": {"prefill_lengths": req.prefill_lengths, "cache_length": max(job.cache_lengths),
@@ -341,13 +353,10 @@ def _parse_npu(specs: list[str]) -> list[Any]:
     return out
 
 
-def _compile_npu(model: Path, socs: list[Any], bundle_tmp: Path, config_file: Path | None,
+def _compile_npu(req: ConvertRequest, plan: _Plan, bundle_tmp: Path, log: Path,
                  progress: Progress) -> list[dict[str, Any]]:
-    """AOT-compile the CPU bundle per SoC (configs are written even where the vendor SDK is
-    missing, with the SDK message in the target's entry); returns the manifest's npu.targets."""
-    from converters.npu import aot, configs
+    """The NPU variants the vendors' way (converters.npu.variant: split-cache export, calibrated
+    a16w8, AOT compile where the SDK is present); returns the manifest's npu.targets."""
+    from converters.npu.variant import build_npu_targets
 
-    cfgs = {soc.key: (configs.load_config_file(config_file, soc) if config_file else configs.default_config(soc))
-            for soc in socs}
-    results = aot.compile_for_targets(model, socs, bundle_tmp, cfgs, progress=progress.note)
-    return [r.manifest_entry(bundle_tmp) for r in results]
+    return build_npu_targets(req, plan, bundle_tmp, log, progress)

@@ -11,15 +11,12 @@ from sdk_tools.cli.common import RichProgress, emit_json, err_console
 
 
 def _list_recipes(as_json: bool) -> None:
-    from converters.recipes import ALIASES, RECIPES
+    from converters.recipes import describe_list, list_rows
 
     if as_json:
-        emit_json([{"name": r.name, "description": r.description, "weight_bits": r.weight_bits,
-                    "embedding_bits": r.embedding_bits} for r in RECIPES.values()])
+        emit_json(list_rows())
         return
-    for r in RECIPES.values():
-        typer.echo(f"{r.name:<24} ~{r.weight_bits:g} bits/weight  {r.description}")
-    typer.echo("aliases: " + ", ".join(f"{k}={v}" for k, v in ALIASES.items()))
+    typer.echo(describe_list())
 
 
 def _int_list(items: list[str], flag: str) -> list[int]:
@@ -56,6 +53,9 @@ def convert_cmd(
                                          "LiteRT-LM 0.18.1's CPU engine runs only single-length bundles."),
     npu: List[str] = typer.Option([], "--npu", help="NPU targets, e.g. qualcomm:SM8650,mediatek:MT6991."),
     npu_config: Optional[Path] = typer.Option(None, "--npu-config", help="Delegate config JSON for the NPU targets."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="Calibration prompts for static recipes and NPU variants: a chat "
+                                                   "JSONL file, or `default` for the built-in chat/tool/JSON set."),
     ring_buffer: Optional[int] = typer.Option(None, "--sliding-window-ring-buffer",
                                               help="Ring-buffer size for sliding-window layers' KV cache."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest."),
@@ -86,7 +86,8 @@ def convert_cmd(
                          force=force, npu_targets=list(npu), npu_config=npu_config,
                          sliding_window_ring_buffer_size=ring_buffer, name=name, vision=vision, audio=audio,
                          use_v2=use_v2 or delete_params, delete_in_memory_params=delete_params,
-                         bundle_per_cache_length=per_length, ignore_memory_check=ignore_memory)
+                         bundle_per_cache_length=per_length, ignore_memory_check=ignore_memory,
+                         calibration=calibration)
     if len(lengths) > 1 and not per_length and not as_json:
         err_console.print("note: a bundle with several cache lengths names its signatures decode_cache_<N>; "
                           "LiteRT-LM 0.18.1's CPU engine runs only single-length bundles "
