@@ -14,6 +14,43 @@ from typing import Iterator, Sequence
 from gemma4_common.errors import UserError
 
 
+# LiteRT-LM's cache_dir value that turns its weight cache off. With the default (None) the engine
+# writes `<model>_<mtime>_<size>.xnnpack_cache` next to the model, following symlinks: into the
+# user's bundle directory for `run`, next to a device file for the emulator's runner.
+NO_CACHE = ":nocache"
+VERBOSE_ENV = "G4M_VERBOSE"
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[list[str]]:
+    """Capture what LiteRT-LM's native code writes to fd 2 (absl INFO/WARNING/ERROR lines) while
+    the block runs; the lines are yielded for the caller's error, and echoed only when
+    $G4M_VERBOSE is set (or with --verbose where a command has it)."""
+    import sys
+    import tempfile
+
+    lines: list[str] = []
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield lines
+        return
+    with tempfile.TemporaryFile() as cap:
+        os.dup2(cap.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            cap.seek(0)
+            text = cap.read().decode("utf-8", "replace")
+            lines[:] = [ln for ln in text.splitlines() if ln.strip()]
+            if text and os.environ.get(VERBOSE_ENV):
+                os.write(2, text.encode())
+
+
 def _lm():
     import litert_lm
 
@@ -43,7 +80,8 @@ class HostEngine:
     """One loaded `.litertlm` model on the host CPU."""
 
     def __init__(self, model_path: Path | str, *, threads: int | None = None, max_num_tokens: int | None = None,
-                 ring_buffers: bool | None = None, vision: bool = False, audio: bool = False):
+                 ring_buffers: bool | None = None, vision: bool = False, audio: bool = False,
+                 cache_dir: str | None = NO_CACHE):
         model_path = Path(model_path)
         if not model_path.is_file():
             raise UserError(f"model file {model_path} does not exist", "pass a bundle made by `gemma4-mobile convert`")
@@ -63,8 +101,9 @@ class HostEngine:
         if audio:
             extra["audio_backend"] = lm.Backend.CPU()
         try:
-            self._engine = lm.Engine(str(model_path), backend=backend, max_num_tokens=max_num_tokens,
-                                     enable_benchmark=True, **extra)
+            with quiet_native_stderr():
+                self._engine = lm.Engine(str(model_path), backend=backend, max_num_tokens=max_num_tokens,
+                                         enable_benchmark=True, cache_dir=cache_dir, **extra)
         except RuntimeError as e:
             raise UserError(f"LiteRT-LM could not load {model_path} ({e})",
                             "re-run `gemma4-mobile convert`; check the bundle with `gemma4-mobile inspect`") from None
@@ -206,7 +245,7 @@ def first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
 
 
 def benchmark(model_path: Path | str, prefill_tokens: int, decode_tokens: int, threads: int | None = None,
-              max_num_tokens: int | None = None) -> GenerationStats:
+              max_num_tokens: int | None = None, cache_dir: str | None = NO_CACHE) -> GenerationStats:
     """LiteRT-LM's own benchmark (synthetic prompt of `prefill_tokens`, `decode_tokens` decoded)."""
     lm = _lm()
     try:
@@ -217,8 +256,9 @@ def benchmark(model_path: Path | str, prefill_tokens: int, decode_tokens: int, t
     if max_num_tokens is None:
         max_num_tokens = prefill_tokens + decode_tokens + 8
     bench = lm.Benchmark(model_path=str(model_path), backend=backend, prefill_tokens=prefill_tokens,
-                         decode_tokens=decode_tokens, max_num_tokens=max_num_tokens, **kw)
-    info = bench.run()
+                         decode_tokens=decode_tokens, max_num_tokens=max_num_tokens, cache_dir=cache_dir, **kw)
+    with quiet_native_stderr():
+        info = bench.run()
     return GenerationStats(init_s=info.init_time_in_second, ttft_s=info.time_to_first_token_in_second,
                            prefill_tokens=info.last_prefill_token_count,
                            prefill_tps=info.last_prefill_tokens_per_second,

@@ -14,17 +14,19 @@ from on_device.runner_contract import EXIT_RUNTIME_ERROR, RunnerResult, format_r
 def main() -> int:
     job = json.loads(os.environ["G4M_RUNNER_JOB"])
     from on_device.agent.format import STOP_SEQUENCES
-    from on_device.engine import HostEngine, benchmark, peak_rss_mb
+    from on_device.engine import NO_CACHE, HostEngine, benchmark, peak_rss_mb
     from gemma4_common.errors import UserError
 
     res = RunnerResult()
     try:
         if job["benchmark"]:
             st = benchmark(job["model"], job["prefill_tokens"] or 256, job["decode_tokens"] or 128,
-                           threads=job["threads"], max_num_tokens=job["max_num_tokens"])
+                           threads=job["threads"], max_num_tokens=job["max_num_tokens"],
+                           cache_dir=job.get("cache_dir", NO_CACHE))
             res.init_s, res.ttft_s, res.prefill_tps, res.decode_tps = st.init_s, st.ttft_s, st.prefill_tps, st.decode_tps
         if job["input_prompt"] is not None:
-            with HostEngine(job["model"], threads=job["threads"], max_num_tokens=job["max_num_tokens"]) as eng:
+            with HostEngine(job["model"], threads=job["threads"], max_num_tokens=job["max_num_tokens"],
+                            cache_dir=job.get("cache_dir", NO_CACHE)) as eng:
                 prompt = job["input_prompt"]
                 if job.get("apply_prompt_template", True):
                     from on_device.agent.format import Message, render_prompt
