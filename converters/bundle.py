@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,82 @@ def is_bundle(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+_FIX = "re-run `gemma4-mobile convert`, or copy the bundle again"
+_HEX = frozenset("0123456789abcdef")
+# Fields other code reads, with the type each must have when present.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "variant": (str, type(None)), "model_type": (str, type(None)), "created": (str,),
+    "recipe": (dict, str), "source": (dict,), "export": (dict,), "text_config": (dict,), "sections": (list,),
+    "npu": (dict,), "tool_versions": (dict,),
+}
+
+
+def _bad(mp: Path, what: str) -> UserError:
+    return UserError(f"{mp} is not a valid bundle manifest ({what})", _FIX)
+
+
+def check_bundle_name(bundle_dir: Path, name: Any, mp: Path, field: str) -> str:
+    """A file name from the manifest, refused unless it stays inside the bundle: relative, no `..`,
+    no backslash or NUL, and (following any symlink in the bundle) resolving below the bundle."""
+    if not isinstance(name, str) or not name:
+        raise _bad(mp, f"{field} must be a non-empty string, not {type(name).__name__} {str(name)[:40]!r}")
+    shown = repr(name[:80])
+    if "\0" in name or "\\" in name or any(ord(c) < 32 for c in name):
+        raise _bad(mp, f"{field} {shown} has a backslash or control character")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise _bad(mp, f"{field} {shown} is an absolute path; bundle files are named relative to the bundle")
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise _bad(mp, f"{field} {shown} has an empty, '.' or '..' component")
+    root = bundle_dir.resolve()
+    real = (bundle_dir / name).resolve()
+    if real != root and root not in real.parents:
+        raise _bad(mp, f"{field} {shown} resolves outside the bundle directory (a symlink in the bundle?)")
+    return name
+
+
+def validate_manifest(m: Any, bundle_dir: Path, mp: Path) -> dict[str, Any]:
+    """Refuse a manifest whose structure or file names cannot be trusted, before anything reads a file."""
+    if not isinstance(m, dict):
+        raise _bad(mp, f"a JSON {type(m).__name__}, expected an object")
+    if m.get("format") != FORMAT:
+        raise UserError(f"{mp} has format {str(m.get('format'))[:60]!r}, expected {FORMAT!r}",
+                        "re-run `gemma4-mobile convert` with this version")
+    for key, types in _FIELD_TYPES.items():
+        if key in m and not isinstance(m[key], types):
+            raise _bad(mp, f"{key} is a {type(m[key]).__name__}")
+    if isinstance(m.get("recipe"), dict) and not isinstance(m["recipe"].get("name"), str):
+        raise _bad(mp, "recipe.name must be a string")
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        raise _bad(mp, "no files to verify" if not files else f"files is a {type(files).__name__}")
+    for rel, meta in files.items():
+        check_bundle_name(bundle_dir, rel, mp, "a files entry")
+        if rel == MANIFEST:
+            raise _bad(mp, "files lists the manifest itself")
+        if not isinstance(meta, dict):
+            raise _bad(mp, f"files[{rel!r}] is a {type(meta).__name__}")
+        sha, size = meta.get("sha256"), meta.get("size")
+        if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX:
+            raise _bad(mp, f"files[{rel!r}].sha256 is not a sha256 hex digest")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _bad(mp, f"files[{rel!r}].size is not a byte count")
+    main = check_bundle_name(bundle_dir, m.get("main_model"), mp, "main_model")
+    if main not in files:
+        raise _bad(mp, f"main_model {main!r} is not among its files")
+    npu = m.get("npu") or {}
+    targets = npu.get("targets", [])
+    if not isinstance(targets, list):
+        raise _bad(mp, "npu.targets is not a list")
+    for t in targets:
+        if not isinstance(t, dict):
+            raise _bad(mp, "an npu target is not an object")
+        for field in ("model", "config"):
+            if t.get(field) is not None:
+                check_bundle_name(bundle_dir, t[field], mp, f"npu target {field}")
+    return m
+
+
 def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
     bundle_dir = Path(bundle_dir)
     mp = bundle_dir / MANIFEST
@@ -47,11 +124,13 @@ def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
     if not mp.is_file():
         raise UserError(f"{bundle_dir} is not a bundle (no {MANIFEST})",
                         "pass a directory made by `gemma4-mobile convert`")
-    m = read_json(mp, "re-run `gemma4-mobile convert`")
-    if m.get("format") != FORMAT:
-        raise UserError(f"{mp} has format {m.get('format')!r}, expected {FORMAT!r}",
-                        "re-run `gemma4-mobile convert` with this version")
-    return m
+    try:
+        m = read_json(mp, _FIX)
+    except UnicodeDecodeError:
+        raise _bad(mp, "not UTF-8 text: a binary file?") from None
+    except OSError as e:
+        raise UserError(f"cannot read {mp} ({e.strerror})", "check its permissions") from None
+    return validate_manifest(m, bundle_dir, mp)
 
 
 def manifest_hash(bundle_dir: Path | str) -> str:
@@ -59,11 +138,12 @@ def manifest_hash(bundle_dir: Path | str) -> str:
 
 
 def verify_bundle(bundle_dir: Path | str) -> list[dict[str, Any]]:
-    """Check every file against the manifest. Returns one row per file (ok / mismatch / missing)."""
+    """Check every file against the manifest. Returns one row per file (ok / mismatch / missing).
+    The names were checked by read_manifest: nothing outside the bundle is read or described."""
     bundle_dir = Path(bundle_dir)
     m = read_manifest(bundle_dir)
     rows = []
-    for rel, meta in m.get("files", {}).items():
+    for rel, meta in m["files"].items():
         p = bundle_dir / rel
         if not p.is_file():
             rows.append({"file": rel, "status": "missing", "expected": meta["sha256"]})
@@ -93,7 +173,8 @@ def litertlm_sections(path: Path | str) -> dict[str, Any]:
     try:
         meta = litertlm_peek.read_litertlm_header(str(path), io.StringIO())
     except (ValueError, OSError, IndexError) as e:
-        raise UserError(f"{path} is not a readable .litertlm file ({e})",
+        detail = re.sub(r"b'[^']*'|b\"[^\"]*\"", "b'...'", " ".join(str(e).split()))[:120]  # no file bytes
+        raise UserError(f"{path} is not a readable .litertlm file ({type(e).__name__}: {detail})",
                         "re-run `gemma4-mobile convert`") from None
     with open(path, "rb") as f:
         f.seek(8)

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,6 +28,7 @@ from sdk_tools.npu_deploy import NpuPlan, PushItem, plan_npu, require_backend
 RUNNER_ENV = "G4M_RUNNER"
 CONFIG_ENV = "G4M_CONFIG"
 PART_SUFFIX = ".g4m-part"
+STALE_PART_S = 6 * 3600  # a temporary file older than this is a cut transfer's, never a running push's
 STORAGE_MARGIN = 16 << 20  # room for the temporary name, directory entries, logs
 _ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv"}
 
@@ -199,6 +201,10 @@ def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Pa
         if p.sha256 is None or (p.size is not None and size != p.size):
             raise UserError(f"bundle file {p.source} does not match the manifest (size {size}, expected {p.size})",
                             "re-run `gemma4-mobile convert` or copy the bundle again")
+        # Before a byte goes to the device: what is sent is what the manifest vouches for.
+        if sha256_file(local) != p.sha256:
+            raise UserError(f"bundle file {p.source} does not match its manifest (sha256)",
+                            "re-run `gemma4-mobile convert` or copy the bundle again")
         items.append(_Item(p.kind, local, p.device_path, size, p.sha256, 0o644))
     return items
 
@@ -247,10 +253,19 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
     device.check_shell(join(["mkdir", "-p", *dirs]), f"creating {device_dir}")
 
     # What is already there and right (size, then sha256 on the device).
+    _remove_stale_parts(device, dirs)
+    stats = {str(i.device_path): device.stat(i.device_path) for i in [*items, manifest_item]}
     candidates = [i for i in [*items, manifest_item]
-                  if (st := device.stat(i.device_path)).is_file and _size_matches(st.size, i.size)]
+                  if (st := stats[str(i.device_path)]).is_file and _size_matches(st.size, i.size)]
     hashes = device.sha256([i.device_path for i in candidates]) if candidates else {}
     unchanged = {str(i.device_path) for i in candidates if hashes.get(str(i.device_path)) == i.sha256}
+    # Right bytes, wrong mode (a runner that lost its exec bit): restore the mode, no push needed.
+    for i in candidates:
+        st = stats[str(i.device_path)]
+        if str(i.device_path) in unchanged and i.mode & 0o111 and (st.mode & 0o777) != i.mode:
+            device.check_shell(join(["chmod", f"{i.mode:o}", str(i.device_path)]),
+                               f"restoring the mode of {i.device_path}")
+            progress.note(f"{device.serial}: {i.device_path} had mode {st.mode & 0o777:o}; restored {i.mode:o}")
     todo = [i for i in items if str(i.device_path) not in unchanged]
     manifest_ok = str(manifest_item.device_path) in unchanged and not todo
 
@@ -296,11 +311,32 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
     )
 
 
+def _part_name(final: PurePosixPath) -> PurePosixPath:
+    """A temporary name of our own: concurrent pushes of one file to one device never share one."""
+    return final.with_name(f"{final.name}.{int(time.time())}-{secrets.token_hex(4)}{PART_SUFFIX}")
+
+
+_PART_RE = re.compile(r"^(?P<name>.+?)(?:\.(?P<ts>\d{9,12})-[0-9a-f]{8})?" + re.escape(PART_SUFFIX) + "$")
+
+
+def _remove_stale_parts(device: Device, dirs: list[str]) -> None:
+    """Temporary files of cut transfers (ours, older than STALE_PART_S, or the fixed names of older
+    versions); a younger one may belong to a push running now from another process."""
+    cutoff = time.time() - STALE_PART_S
+    for d in dirs:
+        r = device.shell_result(join(["ls", "-a", d]))
+        if r.rc != 0:
+            continue
+        stale = [f"{d.rstrip('/')}/{n}" for n in r.out.split()
+                 if (m := _PART_RE.match(n)) and (m.group("ts") is None or int(m.group("ts")) < cutoff)]
+        if stale:
+            device.remove(*stale)
+
+
 def _push_verified(device: Device, item: _Item, progress: Progress) -> FileAction:
     final = item.device_path
-    tmp = final.with_name(final.name + PART_SUFFIX)
+    tmp = _part_name(final)
     t0 = time.perf_counter()
-    device.remove(tmp)  # a temporary file left by a cut transfer
     try:
         with progress.step(f"{device.serial}: {final.name}", total=item.size):
             device.push(item.local, tmp, mode=item.mode, progress=progress.advance)

@@ -207,6 +207,8 @@ def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
 
     root = tmp_path / "root"
     (root / "data" / "local" / "tmp").mkdir(parents=True)
+    (root / "system").mkdir()
+    (root / "system" / "build.prop").write_text("ro.product.model=old\n")  # a root made before markers
     os.symlink(str(host / "secret.txt"), root / "data" / "local" / "tmp" / "old")
     emu = make_emulator(root)
     try:
@@ -261,8 +263,136 @@ def test_host_run_writes_no_cache_into_the_bundle(e2b_int8_bundle, tmp_path):
     from helpers import cli
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(e2b_int8_bundle, bundle)
+    shutil.copytree(e2b_int8_bundle, bundle, ignore=shutil.ignore_patterns("*.xnnpack_cache"))
+    before = sorted(p.name for p in bundle.iterdir())
     r = cli("run", bundle, "--prompt", "hi", "--max-tokens", "4")
     assert r.code == 0, r.err
-    assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in e2b_int8_bundle.iterdir()
-                                                              if not p.name.endswith(".xnnpack_cache"))
+    assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+# ---- 3. manifest path traversal -------------------------------------------------------------------
+def _evil_bundle(tmp_path: Path, edit) -> Path:
+    """A bundle whose manifest was edited by hand (what an attacker ships): `edit(manifest)`."""
+    import json
+
+    from test_deploy import make_bundle
+
+    b = make_bundle(tmp_path / "bundles", size=64 << 10)
+    m = json.loads((b / "manifest.json").read_text())
+    edit(m)
+    (b / "manifest.json").write_text(json.dumps(m))
+    return b
+
+
+def _secret_entry(host: Path) -> dict:
+    from gemma4_common.fsutil import sha256_file
+
+    p = host / "secret.txt"
+    return {"sha256": sha256_file(p), "size": p.stat().st_size}
+
+
+def _traversals(host: Path, tmp_path: Path):
+    rel = os.path.relpath(host / "secret.txt", tmp_path / "bundles" / "synthetic")
+    entry = _secret_entry(host)
+
+    def main_and_file(name):
+        def edit(m):
+            m["files"][name] = entry
+            m["main_model"] = name
+        return edit
+
+    def file_only(name):
+        def edit(m):
+            m["files"][name] = entry
+        return edit
+
+    def npu_model(name):
+        def edit(m):
+            m["files"][name] = entry
+            m["npu"] = {"targets": [{"vendor": "qualcomm", "soc": "SM8650", "status": "compiled", "model": name}]}
+        return edit
+
+    return {"dotdot-main": main_and_file(rel), "absolute-main": main_and_file(str(host / "secret.txt")),
+            "dotdot-file": file_only(rel), "absolute-file": file_only(str(host / "secret.txt")),
+            "backslash": file_only("..\\..\\secret.txt"), "nul": file_only("model.litertlm\0x"),
+            "npu-model": npu_model(rel)}
+
+
+@pytest.mark.parametrize("case", ["dotdot-main", "absolute-main", "dotdot-file", "absolute-file", "backslash",
+                                  "nul", "npu-model", "symlink-out"])
+@pytest.mark.usefixtures("isolated_device_env")
+def test_manifest_names_outside_the_bundle_are_refused(case, tmp_path, host, emulator_factory, runner_file):
+    from helpers import cli
+
+    if case == "symlink-out":  # the name is clean; the file in the bundle is a link out of it
+        def edit(m):
+            m["files"]["model.litertlm"] = _secret_entry(host)
+        b = _evil_bundle(tmp_path, edit)
+        (b / "model.litertlm").unlink()
+        os.symlink(host / "secret.txt", b / "model.litertlm")
+    else:
+        b = _evil_bundle(tmp_path, _traversals(host, tmp_path)[case])
+    secret = _secret_entry(host)
+    r = cli("inspect", b)
+    assert r.code == 2 and r.err.startswith("error: ") and len(r.err.strip().splitlines()) == 1, (r.code, r.err)
+    assert "not a valid bundle manifest" in r.err
+    for leak in (secret["sha256"], SECRET.decode(), f"{secret['size']} B"):
+        assert leak not in r.out + r.err
+    emu = emulator_factory()
+    r = cli("push", b, "--device", emu.serial, "--runner", runner_file)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, (r.code, r.err)
+    dev = _device(emu.port)
+    try:  # refused before the device was touched: no directory made, no byte sent
+        assert dev.shell(f"ls {TMP}") == ""
+    finally:
+        dev.close()
+
+
+@pytest.mark.usefixtures("isolated_device_env")
+def test_push_checks_local_hashes_before_sending_a_byte(tmp_path, emulator_factory, runner_file):
+    """A manifest whose sha256 does not match the file: refused before any SEND reaches the device."""
+    from sdk_tools.deploy import deploy
+    from sdk_tools.devices.tcp import TcpDevice
+    from gemma4_common.errors import UserError
+
+    def edit(m):
+        m["files"]["model.litertlm"]["sha256"] = "0" * 64
+    b = _evil_bundle(tmp_path, edit)
+    emu = emulator_factory()
+    pushed = []
+
+    class Watching(TcpDevice):
+        def _push(self, local, device_path, mode, progress):
+            pushed.append(device_path)
+            return super()._push(local, device_path, mode, progress)
+
+    with Watching(emu.serial) as dev, pytest.raises(UserError, match="does not match its manifest"):
+        deploy(dev, b, runner=runner_file, device_dir=f"{TMP}/g4m")
+    assert pushed == []
+
+
+@pytest.mark.parametrize("case", ["binary", "list", "files-list", "size-str", "sha-int", "recipe-list",
+                                  "no-files", "empty-files", "main-not-listed", "export-str"])
+def test_malformed_manifests_are_one_line_errors(case, tmp_path):
+    from helpers import cli
+
+    edits = {
+        "files-list": lambda m: m.__setitem__("files", list(m["files"])),
+        "size-str": lambda m: m["files"]["model.litertlm"].__setitem__("size", "12"),
+        "sha-int": lambda m: m["files"]["model.litertlm"].__setitem__("sha256", 7),
+        "recipe-list": lambda m: m.__setitem__("recipe", ["int8"]),
+        "no-files": lambda m: m.pop("files"),
+        "empty-files": lambda m: m.__setitem__("files", {}),
+        "main-not-listed": lambda m: m.__setitem__("main_model", "other.litertlm"),
+        "export-str": lambda m: m.__setitem__("export", "1024"),
+    }
+    b = _evil_bundle(tmp_path, edits.get(case, lambda m: None))
+    if case == "binary":
+        (b / "manifest.json").write_bytes(bytes(range(256)) * 4)
+    elif case == "list":
+        (b / "manifest.json").write_text("[1, 2, 3]")
+    for args in (("inspect", b), ("run", b, "--prompt", "hi")):
+        r = cli(*args)
+        assert r.code == 2, (args, r.code, r.out, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.err, r.err

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
+from gemma4_common.errors import UserError
+
 MAX_SYMLINKS = 40
 # Writes re-measure real usage after this many bytes (or sooner when close to full).
 _RECHECK_BYTES = 8 << 20
@@ -45,6 +47,27 @@ ROOT_MARKER = ".g4m-emulator-root"
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def check_root(path: Path, shown: Path | str | None = None) -> None:
+    """An emulator may use a directory that is missing, empty, or an emulator root already (its
+    marker file, or the layout of a root made before markers existed): never someone's files."""
+    path, shown = Path(path), shown if shown is not None else path
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UserError(f"--root {shown} is not a directory", "pass a directory for the device filesystem")
+    if (path / ROOT_MARKER).is_file():
+        return
+    try:
+        entries = [p.name for p in path.iterdir()]
+    except OSError as e:
+        raise UserError(f"cannot read --root {shown} ({e.strerror})", "pass a directory you can write") from None
+    legacy = (path / "system" / "build.prop").is_file() and (path / "data").is_dir()
+    if entries and not legacy:
+        raise UserError(f"--root {shown} is not empty and is not an emulator root (no {ROOT_MARKER}); "
+                        "the emulator would write into it",
+                        "pass an empty or new directory, or a root an emulator made before")
 
 
 class FsError(OSError):

@@ -22,7 +22,7 @@ from pathlib import Path
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_write_text
 
-from .fs import ROOT_MARKER
+from .fs import check_root
 from .profiles import list_profiles, load_profile
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,26 +96,6 @@ def list_emulators() -> list[EmulatorRecord]:
         return []
     recs = [r for p in sorted(d.iterdir()) if p.is_dir() and (r := _load(p)) is not None]
     return sorted(recs, key=lambda r: r.started_at)
-
-
-def check_root(path: Path, shown: Path | str) -> None:
-    """An emulator may use a directory that is missing, empty, or an emulator root already (its
-    marker file, or the layout of a root made before markers existed): never someone's files."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise UserError(f"--root {shown} is not a directory", "pass a directory for the device filesystem")
-    if (path / ROOT_MARKER).is_file():
-        return
-    try:
-        entries = [p.name for p in path.iterdir()]
-    except OSError as e:
-        raise UserError(f"cannot read --root {shown} ({e.strerror})", "pass a directory you can write") from None
-    legacy = (path / "system" / "build.prop").is_file() and (path / "data").is_dir()
-    if entries and not legacy:
-        raise UserError(f"--root {shown} is not empty and is not an emulator root (no {ROOT_MARKER}); "
-                        "the emulator would write into it",
-                        "pass an empty or new directory, or a root an emulator made before")
 
 
 def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, authorized_keys: Path | None = None,

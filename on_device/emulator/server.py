@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import protocol as P
 from .auth import AuthorizedKeys, new_token, parse_android_pubkey
-from .fs import SandboxFS
+from .fs import SandboxFS, check_root
 from .profiles import DeviceProfile
 from .shell import Device, default_runner
 
@@ -398,6 +398,7 @@ class EmulatorServer:
         if config.storage_bytes:
             prof = prof.with_overrides(storage_bytes=int(config.storage_bytes))
             config.profile = prof
+        check_root(Path(config.root))  # never someone's files: empty, new, or an emulator root
         self.fs = SandboxFS(config.root, prof.mounts, prof.storage_bytes)
         self.props = dict(prof.props)
         self.device = Device(self.fs, prof, self.props, run_runner=runner or default_runner)

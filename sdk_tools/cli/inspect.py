@@ -26,15 +26,17 @@ def inspect_cmd(
     else:
         typer.echo(f"bundle   {bundle}")
         typer.echo(f"name     {m.get('name')}")
-        typer.echo(f"variant  {m.get('variant')}   recipe {m['recipe']['name']}   "
-                   f"prefill {m['export']['prefill_lengths']}   cache {m['export']['cache_length']}")
-        typer.echo(f"source   {m['source']['path']} (sha256 {m['source']['sha256'][:16]}...)")
+        recipe, export, source = m.get("recipe"), m.get("export") or {}, m.get("source") or {}
+        recipe = recipe.get("name") if isinstance(recipe, dict) else recipe
+        typer.echo(f"variant  {m.get('variant')}   recipe {recipe}   "
+                   f"prefill {export.get('prefill_lengths')}   cache {export.get('cache_length')}")
+        typer.echo(f"source   {source.get('path')} (sha256 {str(source.get('sha256'))[:16]}...)")
         typer.echo("tools    " + ", ".join(f"{k} {v}" for k, v in m.get("tool_versions", {}).items()))
         typer.echo(f"litertlm version {sections.get('version', '?')}, {len(sections['sections'])} sections:")
         for s in sections["sections"]:
             typer.echo(f"  [{s['index']}] {s['data_type']:<24} {s['model_type'] or '':<28} {s['size']:>12,d} B")
-        for t in m.get("npu", {}).get("targets", []):
-            typer.echo(f"npu      {t['vendor']}:{t['soc']} {t['status']} {t.get('model') or ''}")
+        for t in (m.get("npu") or {}).get("targets", []):
+            typer.echo(f"npu      {t.get('vendor')}:{t.get('soc')} {t.get('status')} {t.get('model') or ''}")
         typer.echo("files:")
         for r in rows:
             typer.echo(f"  {r['status']:<8} {r['file']}  {r.get('size', 0):,d} B")

@@ -121,7 +121,9 @@ def _probe_server(server: AdbServer, entry: ServerDeviceEntry) -> DeviceInfo:
 
 def _state_hint(state: str) -> str:
     if state == "unauthorized":
-        return "accept the 'Allow USB debugging?' prompt on the device"
+        return ("the device has not authorized the adb server's key: accept the 'Allow debugging?' prompt on "
+                "the device, or add the key (~/.android/adbkey.pub) to the device's authorized keys "
+                "(the reference emulator's --authorized-keys file), then run again")
     if state.startswith("no permissions"):
         return "the USB device is not accessible to this user (udev rules)"
     return f"device state is {state}"

@@ -39,7 +39,10 @@ _adb_message.checksum = _fast_checksum
 _adb_device_mod.checksum = _fast_checksum
 
 CONNECT_TIMEOUT_S = 10.0
-AUTH_TIMEOUT_S = 30.0
+# How long to wait, after the device refused our signature and got our public key, for it to accept
+# the key: a device with --accept-new-keys (or an adbd that trusts it) answers at once; a phone
+# shows its "Allow debugging?" prompt, which stays up while we say so and exit, as adb does.
+AUTH_TIMEOUT_S = 3.0
 # adb-shell waits at most read_timeout_s for the next packet; a runner may print nothing for long.
 LONG_READ_S = 24 * 3600.0
 SHORT_S = 60.0
@@ -67,6 +70,18 @@ def load_signer(path: Path | None = None):
     elif not Path(str(path) + ".pub").is_file():
         write_public_keyfile(str(path), str(path) + ".pub")
     return CryptographySigner(str(path))
+
+
+def unauthorized_key_error(serial: str, key: Path) -> UserError:
+    """The device does not trust this computer's key: what authorizes it, on any kind of device."""
+    pub = f"{key}.pub"
+    return UserError(
+        f"{serial} refused this computer's adb key ({pub}): the key is not authorized on the device",
+        "authorize it and run again: on a phone, accept the 'Allow debugging?' prompt it shows now; "
+        f"on a device without a screen, add the key to the device's authorized keys (adbd's "
+        f"/data/misc/adb/adb_keys; for the reference emulator: `cat {pub} >> FILE` with FILE its "
+        "--authorized-keys file, by default adb_keys in the state_dir that `gemma4-mobile emulator list --json` "
+        "shows, or start it with --accept-new-keys)")
 
 
 def split_serial(serial: str) -> tuple[str, int]:
@@ -149,22 +164,23 @@ class TcpDevice(Device):
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read or create the adb key {key} ({e})",
                             "fix its permissions, or set ANDROID_USER_HOME to a writable directory") from None
+        refused: list[bool] = []  # set when the device refused our signature and we offer the key
         try:
             ok = self._adb.connect(rsa_keys=[signer], transport_timeout_s=connect_timeout_s,
-                                   auth_timeout_s=auth_timeout_s, read_timeout_s=connect_timeout_s)
-        except (ConnectionError, OSError) as e:
-            self._transport.close()
-            raise UserError(f"cannot reach {serial} over TCP ({_reason(e)})",
-                            "check that the device is on and listening (`adb tcpip 5555` on a phone)") from None
+                                   auth_timeout_s=auth_timeout_s, read_timeout_s=connect_timeout_s,
+                                   auth_callback=lambda _dev: refused.append(True))
         except adb_exc.DeviceAuthError:
             self._transport.close()
-            raise UserError(f"{serial} refused this computer's adb key ({key}.pub)",
-                            "accept the 'Allow USB debugging?' prompt on the device and run again") from None
-        except _CONN_ERRORS as e:
+            raise unauthorized_key_error(serial, key) from None
+        except (ConnectionError, OSError, *_CONN_ERRORS) as e:
             self._transport.close()
+            if refused:
+                raise unauthorized_key_error(serial, key) from None
+            if isinstance(e, (ConnectionError, OSError)):
+                raise UserError(f"cannot reach {serial} over TCP ({_reason(e)})",
+                                "check that the device is on and listening (`adb tcpip 5555` on a phone)") from None
             raise UserError(f"{serial} did not complete the ADB handshake ({_reason(e)})",
-                            f"accept the 'Allow USB debugging?' prompt for the key {key}.pub on the device, "
-                            "then run again") from None
+                            "check that it is an ADB device (adbd) and run again") from None
         if not ok:
             self._transport.close()
             raise UserError(f"{serial} did not accept the ADB connection", "check the device and run again")
