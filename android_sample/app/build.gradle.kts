@@ -37,7 +37,8 @@ android {
 }
 
 dependencies {
-    implementation(project(":agent-core"))
+    implementation(project(":sdk"))
+    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
     // LiteRT-LM's Android artifact (Engine, EngineConfig, Session...). Pin a concrete version
     // for reproducible builds; latest.release is what the LiteRT-LM docs use.
     implementation("com.google.ai.edge.litertlm:litertlm-android:latest.release")

@@ -1,0 +1,10 @@
+// COMPILE-ONLY STUB (android_sample/app/compile-stubs): not the Android SDK. Just the members the
+// sample app uses, with android.jar's own "Stub!" bodies, so ci_check.sh can type-check the app
+// without an android.jar. Never packaged: Gradle builds against the real SDK.
+package android;
+
+public final class Manifest {
+    public static final class permission {
+        public static final String READ_CALENDAR = "android.permission.READ_CALENDAR";
+    }
+}

@@ -1,0 +1,13 @@
+// COMPILE-ONLY STUB (android_sample/app/compile-stubs): not the Android SDK. Just the members the
+// sample app uses, with android.jar's own "Stub!" bodies, so ci_check.sh can type-check the app
+// without an android.jar. Never packaged: Gradle builds against the real SDK.
+package android.database;
+
+import java.io.Closeable;
+
+public interface Cursor extends Closeable {
+    boolean moveToNext();
+    long getLong(int columnIndex);
+    String getString(int columnIndex);
+    void close();
+}

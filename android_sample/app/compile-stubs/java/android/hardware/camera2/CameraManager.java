@@ -1,0 +1,10 @@
+// COMPILE-ONLY STUB (android_sample/app/compile-stubs): not the Android SDK. Just the members the
+// sample app uses, with android.jar's own "Stub!" bodies, so ci_check.sh can type-check the app
+// without an android.jar. Never packaged: Gradle builds against the real SDK.
+package android.hardware.camera2;
+
+public final class CameraManager {
+    public String[] getCameraIdList() throws CameraAccessException { throw new RuntimeException("Stub!"); }
+    public CameraCharacteristics getCameraCharacteristics(String cameraId) throws CameraAccessException { throw new RuntimeException("Stub!"); }
+    public void setTorchMode(String cameraId, boolean enabled) throws CameraAccessException { throw new RuntimeException("Stub!"); }
+}
