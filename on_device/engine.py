@@ -51,6 +51,15 @@ def quiet_native_stderr() -> Iterator[list[str]]:
                 os.write(2, text.encode())
 
 
+def native_reason(lines: Sequence[str]) -> str | None:
+    """The engine's own reason from its captured log, e.g. `UNIMPLEMENTED: ... version 4294967295`."""
+    for line in reversed(lines):
+        _, sep, rest = line.partition("Failed to create engine: ")
+        if sep and rest.strip():
+            return " ".join(rest.split())[:200]
+    return None
+
+
 def _lm():
     import litert_lm
 
@@ -100,12 +109,13 @@ class HostEngine:
             extra.update(vision_backend=lm.Backend.CPU(), max_num_images=1)
         if audio:
             extra["audio_backend"] = lm.Backend.CPU()
+        native: list[str] = []
         try:
-            with quiet_native_stderr():
+            with quiet_native_stderr() as native:
                 self._engine = lm.Engine(str(model_path), backend=backend, max_num_tokens=max_num_tokens,
                                          enable_benchmark=True, cache_dir=cache_dir, **extra)
         except RuntimeError as e:
-            raise UserError(f"LiteRT-LM could not load {model_path} ({e})",
+            raise UserError(f"LiteRT-LM could not load {model_path} ({native_reason(native) or e})",
                             "re-run `gemma4-mobile convert`; check the bundle with `gemma4-mobile inspect`") from None
         self.init_s = time.perf_counter() - t0
 

@@ -114,7 +114,14 @@ def test_damaged_model_prints_only_our_error_line(e2b_int8_bundle, tmp_path, emu
     # gemma4-mobile run, as a process: native code writes to fd 2, which only a subprocess shows.
     p = cli_subprocess("run", bundle, "--prompt", "hi", "--max-tokens", "4", timeout=300)
     assert p.returncode == 2, p.stderr
-    assert "LiteRT-LM could not load" in _one_error_line(p.stderr)
+    line = _one_error_line(p.stderr)
+    # The engine's own reason, taken from its captured log (on_device.engine.native_reason: fails
+    # loudly here if LiteRT-LM changes its "Failed to create engine: " line).
+    assert "LiteRT-LM could not load" in line and "expected version" in line, line
+    # With G4M_VERBOSE the native log is shown too.
+    p = cli_subprocess("run", bundle, "--prompt", "hi", "--max-tokens", "4", timeout=300,
+                       env={**os.environ, "G4M_VERBOSE": "1"})
+    assert p.returncode == 2 and "engine.cc" in p.stderr and len(p.stderr.strip().splitlines()) > 1
     # The emulator's runner: one contract error line, no engine log lines.
     emu = emulator_factory()
     with TcpDevice(emu.serial) as dev:

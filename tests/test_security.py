@@ -101,10 +101,12 @@ def test_shell_write_race_never_writes_outside_the_root(emulator_factory, host):
     f, d = f"{TMP}/w/f", f"{TMP}/w/d"
     victim = "; ".join([f"echo PWNED > {f}", f"echo PWNED >> {f}", f"echo PWNED > {d}/target.txt",
                         f"echo PWNED > {d}/new.txt", f"touch {f} {d}/touched.txt", f"chmod 666 {f} {d}/target.txt",
-                        f"cp {TMP}/w/src {f}", f"cp {TMP}/w/src {d}/copied.txt", f"mkdir {d}/made"] * 2)
+                        f"cp {TMP}/w/src {f}", f"cp {TMP}/w/src {d}/copied.txt", f"mkdir {d}/made",
+                        f"rm -f {d}/target.txt", f"rm -rf {d}/secret.txt", f"mv {d}/secret.txt {TMP}/w/moved",
+                        f"mv {TMP}/w/src2 {d}/moved.txt; echo src > {TMP}/w/src2"] * 2)
     attacker = _swap_file(f, host / "target.txt") + "; " + _swap_dir(d, host)
     race(emu.port, lambda dev: dev.shell(victim), lambda dev: dev.shell(attacker),
-         setup=f"mkdir -p {TMP}/w && echo src > {TMP}/w/src")
+         setup=f"mkdir -p {TMP}/w && echo src > {TMP}/w/src && echo src > {TMP}/w/src2")
     assert _snapshot(host) == before
 
 
@@ -221,6 +223,24 @@ def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
             dev.close()
     finally:
         emu.stop()
+
+
+def test_runner_model_path_never_leaves_the_root(emulator_factory, tmp_path, runner_file, host):
+    """The runner opens its model by a directory-fd walk in the sandbox: a device link to a host
+    model file (absolute or relative) is not a way to make the emulator load host files."""
+    emu = emulator_factory()
+    (host / "model.litertlm").write_bytes(b"LITERTLM" + b"\0" * 64)
+    dev = _device(emu.port)
+    try:
+        dev.push(str(runner_file), f"{TMP}/runner", st_mode=stat.S_IFREG | 0o755)
+        dev.shell(f"ln -s {host}/model.litertlm {TMP}/abs.litertlm; "
+                  f"ln -s ../../../../../../../../..{host}/model.litertlm {TMP}/rel.litertlm")
+        for name in ("abs", "rel"):
+            out = dev.shell(f"{TMP}/runner --backend=cpu --model_path={TMP}/{name}.litertlm --input_prompt=hi 2>&1; "
+                            "echo rc=$?")
+            assert "NOT_FOUND: cannot open model file" in out and out.rstrip().endswith("rc=1"), out
+    finally:
+        dev.close()
 
 
 # ---- 2. the engine's weight cache ------------------------------------------------------------------
