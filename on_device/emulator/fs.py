@@ -43,6 +43,8 @@ LINK_PREFIX = "/dev/null/.g4m-device-link/"
 # Temporary names of sync uploads: `.NAME.<16 hex>.syncpart` next to the target.
 _PART_SUFFIX = ".syncpart"
 _PART_RE = re.compile(r"^\..+\.[0-9a-f]{16}\.syncpart$")
+# Any temporary of ours (uploads, cp, layout files, link swaps): what the start-up sweep removes.
+_ANY_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{16}\.(syncpart|cppart|tmp|lnk)$")
 ROOT_MARKER = ".g4m-emulator-root"
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -235,7 +237,7 @@ class SandboxFS:
         n = 0
         for _dirpath, _dirnames, filenames, dfd in os.fwalk(".", dir_fd=self._root_fd, follow_symlinks=False):
             for name in filenames:
-                if _PART_RE.match(name):
+                if _ANY_TEMP_RE.match(name):
                     with contextlib.suppress(OSError):
                         os.unlink(name, dir_fd=dfd)
                         n += 1
@@ -834,10 +836,10 @@ class AtomicUpload:
                 self.tmp = f".{loc.name}.{secrets.token_hex(8)}{_PART_SUFFIX}"
                 dst = os.fstat(loc.dirfd)
                 self._key = (dst.st_dev, dst.st_ino, self.tmp)
+                with fs._uploads_lock:  # claimed before it exists: a concurrent sweep never takes it
+                    fs._uploads.add(self._key)
                 fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600, dir_fd=loc.dirfd)
-                with fs._uploads_lock:
-                    fs._uploads.add(self._key)
                 self.f = os.fdopen(fd, "wb")
         except BaseException:
             self.abort()
@@ -952,7 +954,7 @@ def _copy_fd_data(src: int, dst: int) -> None:
 
 
 def _atomic_copy_fd(src: int, dirfd: int, name: str, mode: int) -> None:
-    tmp = f".{name}.{secrets.token_hex(8)}{_PART_SUFFIX}"
+    tmp = f".{name}.{secrets.token_hex(8)}.cppart"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
     try:
         try:
