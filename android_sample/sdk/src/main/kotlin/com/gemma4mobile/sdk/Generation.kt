@@ -9,14 +9,18 @@ import com.gemma4mobile.agent.ToolRegistry
 import com.gemma4mobile.agent.Transcript
 import com.gemma4mobile.sdk.GemmaMobileException.Reason
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.channels.awaitClose
+import kotlinx.coroutines.channels.trySendBlocking
 import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
-import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.flow.channelFlow
 import kotlinx.coroutines.flow.flowOn
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import java.io.File
+import java.util.concurrent.CancellationException
 import java.util.concurrent.atomic.AtomicBoolean
 
 /** Where the model lives and how to run it. */
@@ -91,38 +95,47 @@ class GenerativeModel internal constructor(
 
     /** Install the bundle from [GenerationConfig.downloadSource], verified; ends with Completed or Failed. */
     fun download(): Flow<DownloadStatus> =
-        flow {
+        channelFlow {
             val source = config.downloadSource
             if (source == null) {
-                emit(DownloadStatus.DownloadFailed(GemmaMobileException(Reason.DOWNLOAD_FAILED, "no download source configured")))
-                return@flow
+                send(DownloadStatus.DownloadFailed(GemmaMobileException(Reason.DOWNLOAD_FAILED, "no download source configured")))
+                return@channelFlow
             }
             if (!downloading.compareAndSet(false, true)) {
-                emit(DownloadStatus.DownloadFailed(GemmaMobileException(Reason.DOWNLOAD_FAILED, "a download is already running")))
-                return@flow
+                send(DownloadStatus.DownloadFailed(GemmaMobileException(Reason.DOWNLOAD_FAILED, "a download is already running")))
+                return@channelFlow
+            }
+
+            // Events go out as the copy runs; a collector that stops collecting stops the copy
+            // (the half-copied directory is removed).
+            fun report(s: DownloadStatus) {
+                if (!trySendBlocking(s).isSuccess) throw CancellationException("download cancelled")
             }
             try {
                 var lastReported = -1L
-                val events = ArrayList<DownloadStatus>()
                 // Progress is reported about every 1% (and at the end), not per buffer.
                 store.install(
                     source,
-                    onStart = { total -> events.add(DownloadStatus.DownloadStarted(total)) },
+                    onStart = { total -> report(DownloadStatus.DownloadStarted(total)) },
                     onProgress = { done, total ->
                         if (done == total || done - lastReported >= maxOf(1L, total / 100)) {
                             lastReported = done
-                            events.add(DownloadStatus.DownloadProgress(done))
+                            report(DownloadStatus.DownloadProgress(done))
                         }
                     },
                 )
-                events.forEach { emit(it) }
-                emit(DownloadStatus.DownloadCompleted)
+                // A loaded engine still maps the old files: the next request loads the new bundle.
+                synchronized(engineLock) {
+                    backend?.close()
+                    backend = null
+                }
+                send(DownloadStatus.DownloadCompleted)
             } catch (e: GemmaMobileException) {
-                emit(DownloadStatus.DownloadFailed(e))
+                send(DownloadStatus.DownloadFailed(e))
             } finally {
                 downloading.set(false)
             }
-        }.flowOn(Dispatchers.IO)
+        }.buffer(Channel.RENDEZVOUS).flowOn(Dispatchers.IO)
 
     /** Load the engine now (seconds), so the first request does not wait for it. */
     suspend fun warmup() {

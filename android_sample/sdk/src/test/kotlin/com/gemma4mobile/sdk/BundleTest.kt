@@ -2,6 +2,8 @@ package com.gemma4mobile.sdk
 
 import com.gemma4mobile.sdk.GemmaMobileException.Reason
 import com.gemma4mobile.sdk.jvm.JvmLiteRtBackend
+import com.sun.net.httpserver.HttpServer
+import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import org.junit.Assert.assertEquals
@@ -10,6 +12,8 @@ import org.junit.Assert.assertTrue
 import org.junit.Assert.fail
 import org.junit.Test
 import java.io.File
+import java.net.InetAddress
+import java.net.InetSocketAddress
 
 /** checkStatus / download / verification, and load failures as GemmaMobileException (real engine). */
 class BundleTest {
@@ -60,6 +64,52 @@ class BundleTest {
                 // download() repairs it.
                 assertEquals(DownloadStatus.DownloadCompleted, it.download().toList().last())
                 assertEquals(FeatureStatus.AVAILABLE, it.checkStatus())
+            }
+        }
+
+    @Test
+    fun downloadOverHttpReportsDownloadingAndAStoppedDownloadLeavesNothing() =
+        runBlocking {
+            val src = TestEnv.copyOfBundle()
+            val server = HttpServer.create(InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 0)
+            server.createContext("/b/") { ex ->
+                val f = File(src, ex.requestURI.path.removePrefix("/b/"))
+                if (f.isFile) {
+                    ex.sendResponseHeaders(200, f.length())
+                    ex.responseBody.use { out -> f.inputStream().use { it.copyTo(out) } }
+                } else {
+                    ex.sendResponseHeaders(404, -1)
+                }
+                ex.close()
+            }
+            server.start()
+            try {
+                val url = "http://127.0.0.1:${server.address.port}/b/"
+                // Stop collecting after the first progress event: the copy stops, nothing is left.
+                val stopped = target()
+                TestEnv.client(stopped, source = url).use {
+                    val first = it.download().first { s -> s is DownloadStatus.DownloadProgress }
+                    assertTrue(first is DownloadStatus.DownloadProgress)
+                    assertFalse(stopped.exists())
+                    assertEquals(emptyList<String>(), stopped.parentFile.list()!!.toList())
+                    assertEquals(FeatureStatus.DOWNLOADABLE, it.checkStatus())
+                }
+                // A full download: DOWNLOADING while it runs, AVAILABLE after.
+                val dir = target()
+                TestEnv.client(dir, source = url).use {
+                    val seen = ArrayList<FeatureStatus>()
+                    it.download().collect { s -> if (s is DownloadStatus.DownloadProgress) seen.add(it.checkStatus()) }
+                    assertTrue(seen.isNotEmpty())
+                    assertEquals(setOf(FeatureStatus.DOWNLOADING), seen.toSet())
+                    assertEquals(FeatureStatus.AVAILABLE, it.checkStatus())
+                }
+                // A source that is not there: DownloadFailed with its reason.
+                TestEnv.client(target(), source = "http://127.0.0.1:${server.address.port}/nothing/").use {
+                    val last = it.download().toList().last()
+                    assertEquals(Reason.DOWNLOAD_FAILED, (last as DownloadStatus.DownloadFailed).exception.reason)
+                }
+            } finally {
+                server.stop(0)
             }
         }
 

@@ -39,7 +39,10 @@ class JvmLiteRtBackend private constructor(
 
     @Volatile private var cancelRequested = false
 
-    /** Set just before LiteRT-LM is asked to cancel; the engine thread counts what it still delivers. */
+    /**
+     * Set once LiteRT-LM's cancel call has returned; a callback that starts after that counts as a
+     * chunk delivered after the cancel (one may still be in flight: the step being computed).
+     */
     @Volatile private var cancelIssued = false
 
     /** Figures of the last generation (tests and the benchmark read them). */
@@ -132,6 +135,7 @@ class JvmLiteRtBackend private constructor(
         val producedAfterCancel = AtomicInteger()
         val callback =
             LiteRtLmNative.StreamCallback { _, chunk ->
+                val afterCancel = cancelIssued
                 if (chunk == null) {
                     events.put(Event.Failure("null stream chunk"))
                 } else {
@@ -140,7 +144,7 @@ class JvmLiteRtBackend private constructor(
                         events.put(Event.Failure(error))
                     } else {
                         val text = LiteRtLmNative.utf8(lib.litert_lm_stream_chunk_get_text(chunk)) ?: ""
-                        if (cancelIssued && text.isNotEmpty()) producedAfterCancel.incrementAndGet()
+                        if (afterCancel && text.isNotEmpty()) producedAfterCancel.incrementAndGet()
                         events.put(Event.Text(text, lib.litert_lm_stream_chunk_is_final(chunk).toInt() != 0))
                     }
                 }
@@ -187,8 +191,8 @@ class JvmLiteRtBackend private constructor(
                     if (!keepGoing) {
                         if (stoppedBy == null) stoppedBy = "cancelled"
                         stopping = true
-                        cancelIssued = true
                         lib.litert_lm_session_cancel_process(sess)
+                        cancelIssued = true
                     }
                 }
             }
@@ -234,8 +238,8 @@ class JvmLiteRtBackend private constructor(
             val s = session ?: return
             if (!cancelRequested) {
                 cancelRequested = true
-                cancelIssued = true
                 lib.litert_lm_session_cancel_process(s)
+                cancelIssued = true
             }
         }
     }
