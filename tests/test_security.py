@@ -5,6 +5,7 @@ read, listed or changed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -416,3 +417,70 @@ def test_malformed_manifests_are_one_line_errors(case, tmp_path):
         assert r.code == 2, (args, r.code, r.out, r.err)
         lines = r.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.err, r.err
+
+
+# ---- the check-then-use window, hit exactly -----------------------------------------------------
+def test_swap_right_after_the_walk_is_never_followed(tmp_path, host):
+    """Deterministic version of the races above: a "client" swaps the name for a host-resolvable
+    symlink (the old raw form) exactly between the walk and the use, every time. Each operation
+    either works on the sandbox or fails; the host files never change and are never read."""
+    from on_device.emulator import load_profile
+    from on_device.emulator.fs import FsError, SandboxFS
+
+    prof = load_profile("galaxy-s24")
+
+    class Swapping(SandboxFS):
+        armed = False
+
+        def _walk(self, path, cwd="/", follow=True, lexical_tail=False):
+            loc = super()._walk(path, cwd, follow, lexical_tail)
+            if self.armed and loc.dirfd >= 0 and str(loc.dev.parent) == TMP:
+                for target in (host / "target.txt", host):  # a file, and a directory
+                    try:
+                        if os.path.isdir(os.path.join(f"/proc/self/fd/{loc.dirfd}", loc.name)) and \
+                                not os.path.islink(os.path.join(f"/proc/self/fd/{loc.dirfd}", loc.name)):
+                            import shutil
+                            shutil.rmtree(loc.name, dir_fd=loc.dirfd)
+                        else:
+                            os.unlink(loc.name, dir_fd=loc.dirfd)
+                    except FileNotFoundError:
+                        pass
+                    os.symlink(str(target), loc.name, dir_fd=loc.dirfd)  # raw: the host would follow it
+                    break
+            return loc
+
+    fs = Swapping(tmp_path / "root", prof.mounts, prof.storage_bytes)
+    fs.ensure_layout()
+    before = _snapshot(host)
+    ops = {
+        "open_write": lambda: fs.open_write(f"{TMP}/f").write(b"PWNED"),
+        "append": lambda: fs.open_write(f"{TMP}/f", append=True).write(b"PWNED"),
+        "read": lambda: fs.read_bytes(f"{TMP}/f"),
+        "touch": lambda: fs.touch(f"{TMP}/f"),
+        "chmod": lambda: fs.chmod(f"{TMP}/f", 0o777),
+        "listdir": lambda: fs.listdir(f"{TMP}/d"),
+        "list_stats": lambda: fs.list_stats(f"{TMP}/d"),
+        "stat": lambda: fs.stat(f"{TMP}/f"),
+        "upload": lambda: (lambda u: (u.write(b"PWNED"), u.commit(0o644)))(fs.new_file(f"{TMP}/f")),
+        "copy": lambda: fs.copy(f"{TMP}/src", f"{TMP}/f"),
+        "mkdir": lambda: fs.mkdir(f"{TMP}/d"),
+        "open_fd": lambda: os.read(fs.open_fd(f"{TMP}/f"), 100),
+    }
+    for name, op in ops.items():
+        fs.armed = False
+        for p in ("f", "d", "src"):
+            with contextlib.suppress(OSError):
+                fs.remove(f"{TMP}/{p}", recursive=True)
+        fs.open_write(f"{TMP}/f").write(b"device file")
+        fs.open_write(f"{TMP}/src").write(b"device src")
+        fs.mkdir(f"{TMP}/d")
+        fs.armed = True
+        try:
+            got = op()
+        except FsError:
+            got = None
+        finally:
+            fs.armed = False
+        assert _snapshot(host) == before, name
+        text = repr(got)
+        assert SECRET.decode() not in text and "target.txt" not in text and "host original" not in text, name
