@@ -21,9 +21,11 @@ CHUNK = 1 << 20
 def read_json(path: Path | str, fix: str) -> Any:
     """A JSON file's content; invalid JSON is a UserError naming the file, the place and `fix`."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", fix) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not JSON text (a binary file? byte {e.start} is not UTF-8)", fix) from None
 
 
 def _nearest_existing(path: Path) -> Path:

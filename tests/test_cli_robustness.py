@@ -170,6 +170,13 @@ def test_bad_config_json(tiny_e2b, tmp_path, config, needle):
     assert not (tmp_path / "out").exists()
 
 
+def test_binary_config_json(tiny_e2b, tmp_path):
+    ck = _checkpoint_dir(tiny_e2b, tmp_path)
+    (ck / "config.json").write_bytes(b"\xff\xfe\x00\x01PK\x03\x04")
+    assert_one_line_error(cli("convert", ck, "-o", tmp_path / "out"), "config.json is not json text", "byte 0")
+    assert_one_line_error(cli("plan", "--model", ck), "not json text")
+
+
 def _safetensors(path: Path, header) -> None:
     h = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(h)) + h + b"\0" * 64)
