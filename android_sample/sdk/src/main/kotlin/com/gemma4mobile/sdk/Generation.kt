@@ -213,11 +213,12 @@ class GenerativeModel internal constructor(
                                 val (ready, hold) = splitForStop(pending.toString())
                                 pending.setLength(0)
                                 pending.append(hold)
-                                ready.isEmpty() || trySend(ready).isSuccess
+                                // Blocks this (IO) thread, not the engine's, while the collector is behind; fails once it is gone.
+                                ready.isEmpty() || trySendBlocking(ready).isSuccess
                             },
                         )
                         val tail = cutAtStop(pending.toString())
-                        if (tail.isNotEmpty()) trySend(tail)
+                        if (tail.isNotEmpty()) trySendBlocking(tail)
                         channel.close()
                     } catch (e: GemmaMobileException) {
                         channel.close(e)

@@ -6,6 +6,9 @@ import com.gemma4mobile.agent.ToolHandler
 import com.gemma4mobile.agent.ToolRegistry
 import com.gemma4mobile.agent.ToolSpec
 import com.gemma4mobile.sdk.jvm.JvmLiteRtBackend
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.onEach
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
@@ -72,6 +75,14 @@ class GenerationTest {
                 multiChunk = multiChunk || chunks.size > 3
             }
             assertTrue("no answer came in more than three chunks", multiChunk)
+            // A collector slower than the engine gets every chunk too (backpressure, no drop).
+            val slow =
+                model
+                    .generateContentStream(request(LONG_PROMPT))
+                    .buffer(0)
+                    .onEach { delay(2) }
+                    .toList()
+            assertEquals(model.generateContent(request(LONG_PROMPT)).text, slow.joinToString(""))
         }
 
     @Test

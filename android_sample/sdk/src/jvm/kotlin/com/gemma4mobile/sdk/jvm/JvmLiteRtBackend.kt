@@ -60,6 +60,40 @@ class JvmLiteRtBackend private constructor(
         ) : Event()
     }
 
+    private val producedAfterCancel = AtomicInteger()
+
+    /** Where the running generation's chunks go (one generation at a time; null between them). */
+    @Volatile private var current: LinkedBlockingQueue<Event>? = null
+
+    /**
+     * One stream callback for the backend's life (kept reachable by this field): JNA builds its
+     * native trampoline once, and the engine's decode thread stays attached to the JVM between
+     * chunks and generations (no attach per token). It only copies the chunk out and queues it.
+     */
+    private val callback =
+        LiteRtLmNative.StreamCallback { _, chunk ->
+            val afterCancel = cancelIssued
+            val events = current
+            if (events != null) {
+                if (chunk == null) {
+                    events.put(Event.Failure("null stream chunk"))
+                } else {
+                    val error = LiteRtLmNative.utf8(LiteRtLmNative.Chunk.litert_lm_stream_chunk_get_error(chunk))
+                    if (error != null) {
+                        events.put(Event.Failure(error))
+                    } else {
+                        val text = LiteRtLmNative.utf8(LiteRtLmNative.Chunk.litert_lm_stream_chunk_get_text(chunk)) ?: ""
+                        if (afterCancel && text.isNotEmpty()) producedAfterCancel.incrementAndGet()
+                        events.put(Event.Text(text, LiteRtLmNative.Chunk.litert_lm_stream_chunk_is_final(chunk).toInt() != 0))
+                    }
+                }
+            }
+        }
+
+    init {
+        Native.setCallbackThreadInitializer(callback, CallbackThreadInitializer(true, false, "litert-lm-decode"))
+    }
+
     private fun engineOrThrow(): Pointer = engine ?: throw GemmaMobileException(Reason.CLOSED, "the engine for $modelPath is closed")
 
     override fun generate(
@@ -132,27 +166,11 @@ class JvmLiteRtBackend private constructor(
             lib.litert_lm_input_data_delete(input)
         }
         val events = LinkedBlockingQueue<Event>()
-        val producedAfterCancel = AtomicInteger()
-        val callback =
-            LiteRtLmNative.StreamCallback { _, chunk ->
-                val afterCancel = cancelIssued
-                if (chunk == null) {
-                    events.put(Event.Failure("null stream chunk"))
-                } else {
-                    val error = LiteRtLmNative.utf8(lib.litert_lm_stream_chunk_get_error(chunk))
-                    if (error != null) {
-                        events.put(Event.Failure(error))
-                    } else {
-                        val text = LiteRtLmNative.utf8(lib.litert_lm_stream_chunk_get_text(chunk)) ?: ""
-                        if (afterCancel && text.isNotEmpty()) producedAfterCancel.incrementAndGet()
-                        events.put(Event.Text(text, lib.litert_lm_stream_chunk_is_final(chunk).toInt() != 0))
-                    }
-                }
-            }
-        // The engine's decode thread stays attached to the JVM between chunks (no attach per token).
-        Native.setCallbackThreadInitializer(callback, CallbackThreadInitializer(true, false, "litert-lm-decode"))
+        producedAfterCancel.set(0)
+        current = events
         val t0 = System.nanoTime()
         if (lib.litert_lm_session_run_decode_async(sess, callback, null) != 0) {
+            current = null
             throw GemmaMobileException(Reason.GENERATION_FAILED, "could not start decoding")
         }
         val text = StringBuilder()
@@ -161,8 +179,18 @@ class JvmLiteRtBackend private constructor(
         var failure: String? = null
         var tLast = t0
         var stopping = false
+        var sinkError: Throwable? = null
+
+        // The caller's code must not leave the engine decoding into a deleted session: its
+        // exception stops decoding like a cancel and is rethrown once the engine is done.
+        fun deliver(chunk: String): Boolean =
+            try {
+                sink.onChunk(chunk)
+            } catch (t: Throwable) {
+                sinkError = t
+                false
+            }
         while (true) {
-            // The callback object must stay reachable until the engine's last call: it is used below.
             val ev = events.poll(10, TimeUnit.MINUTES)
             if (ev == null) {
                 failure = "no chunk from the engine for 10 minutes"
@@ -180,13 +208,13 @@ class JvmLiteRtBackend private constructor(
                 if (!stopping && !cancelRequested) {
                     text.append(ev.text)
                     val hit = firstStop(text, options.stop)
-                    val keepGoing = hit == null && sink.onChunk(ev.text)
+                    val keepGoing = hit == null && deliver(ev.text)
                     if (hit != null) {
                         stoppedBy = hit.second
                         // The caller sees the text up to the stop sequence (inclusive) only.
                         val cut = hit.first + hit.second.length
                         val already = text.length - ev.text.length
-                        if (cut > already) sink.onChunk(text.substring(already, cut))
+                        if (cut > already) deliver(text.substring(already, cut))
                     }
                     if (!keepGoing) {
                         if (stoppedBy == null) stoppedBy = "cancelled"
@@ -198,7 +226,8 @@ class JvmLiteRtBackend private constructor(
             }
             if (ev.final) break
         }
-        Native.setCallbackThreadInitializer(callback, null)
+        current = null
+        sinkError?.let { throw it }
         if (cancelRequested && stoppedBy == null) stoppedBy = "cancelled"
         failure?.let { throw GemmaMobileException(Reason.GENERATION_FAILED, "LiteRT-LM decode failed: $it") }
         val stats = stats(sess, chunks, producedAfterCancel.get(), (tLast - t0) / 1e9, stoppedBy)

@@ -3,6 +3,7 @@ package com.gemma4mobile.sdk.jvm
 import com.sun.jna.Callback
 import com.sun.jna.Library
 import com.sun.jna.Native
+import com.sun.jna.NativeLibrary
 import com.sun.jna.Pointer
 import java.io.File
 
@@ -211,11 +212,23 @@ interface LiteRtLmNative : Library {
                     mapOf(Library.OPTION_STRING_ENCODING to "UTF-8"),
                 )
             lib.litert_lm_set_min_log_level(LOG_ERROR)
+            // The three calls made per streamed token use JNA's direct mapping (no proxy, no
+            // reflection per call): the binding must not add per-token cost.
+            Native.register(Chunk::class.java, NativeLibrary.getInstance(abs, mapOf(Library.OPTION_STRING_ENCODING to "UTF-8")))
             loaded = abs to lib
             return lib
         }
 
         /** A NUL-terminated UTF-8 C string owned by the library (null pointer: null). */
         fun utf8(p: Pointer?): String? = p?.getString(0, "UTF-8")
+    }
+
+    /** The per-chunk accessors of `LiteRtLmStreamChunk`, direct-mapped by [load]. */
+    object Chunk {
+        @JvmStatic external fun litert_lm_stream_chunk_get_text(chunk: Pointer): Pointer?
+
+        @JvmStatic external fun litert_lm_stream_chunk_is_final(chunk: Pointer): Byte
+
+        @JvmStatic external fun litert_lm_stream_chunk_get_error(chunk: Pointer): Pointer?
     }
 }
