@@ -23,6 +23,7 @@ in proportion) at full width; `--scale S` multiplies the widths (hidden, MLP, vo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -110,6 +111,21 @@ def write_checkpoint(tc: dict, out: Path) -> int:
     return off
 
 
+def reuse_checkpoint(tc: dict, out: Path) -> int | None:
+    """The weight bytes of a checkpoint written earlier (--keep) for the same config, else None."""
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+        with open(out / "model.safetensors", "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return None
+    keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_kv_shared_layers")
+    if any(cfg.get(k) != tc.get(k) for k in keys):
+        return None
+    return max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(anonymous + shared-memory RSS, total RSS) in bytes of a process and all its descendants.
 
@@ -133,12 +149,14 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return anon, total
 
 
-def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_limit: int) -> dict:
+def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_limit: int,
+                converter: str = "default") -> dict:
     """Convert in a new session, sampling the tree's RSS; past `rss_limit` the whole tree is killed
     (instead of letting the kernel's OOM killer pick a process) and the run is reported as stopped."""
     exe = Path(sys.executable).with_name("gemma4-mobile")
     cmd = [str(exe), "convert", str(ckpt), "-o", str(out), "-r", recipe, "--cache-length", str(cache),
-           "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else ["--ignore-memory-check"])
+           "--force", "--json"] + (["--use-v2", "--delete-in-memory-params"] if v2 else
+                                   ["--ignore-memory-check", "--converter", converter])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     peak, peak_total, at_peak, timeline, stopped = [0], [0], [0.0], [], [False]
@@ -165,7 +183,7 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
     th.join()
     wall = time.perf_counter() - t0
     step = max(1, len(timeline) // 40)
-    res = {"v2": v2, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0],
+    res = {"v2": v2, "converter": "v2" if v2 else converter, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0],
            "peak_rss_with_mapped_bytes": peak_total[0], "peak_at_s": at_peak[0],
            "stopped_at_limit": stopped[0], "rss_limit_bytes": rss_limit, "rss_timeline": timeline[::step],
            "error": None}
@@ -178,6 +196,9 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
         d = json.loads(stdout)
         res["bundle_bytes"] = d["bundles"][0]["model_bytes"]
         res["timings_s"] = d["timings_s"]
+        res["bundle_dir"] = d["bundles"][0]["bundle"]
+        manifest = json.loads((Path(res["bundle_dir"]) / "manifest.json").read_text())
+        res["lean_stages"] = manifest["export"].get("lean_stages")
     return res
 
 
@@ -210,17 +231,24 @@ def measure(args, layers: int | None, v2_ok: bool) -> dict:
         raise SystemExit(f"not enough disk under {args.work}: need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
     label = f"{args.variant} {tc['num_hidden_layers']} layers, hidden {tc['hidden_size']}, vocab {tc['vocab_size']}"
     t0 = time.perf_counter()
-    ckpt_bytes = write_checkpoint(tc, work / "ckpt")
+    ckpt_bytes = reuse_checkpoint(tc, work / "ckpt") if args.keep else None
+    if ckpt_bytes is None:
+        ckpt_bytes = write_checkpoint(tc, work / "ckpt")
     print(f"checkpoint: {label}: {ckpt_bytes / 2 / 1e9:.2f} B params, {ckpt_bytes / 1e9:.2f} GB bf16, "
-          f"written in {time.perf_counter() - t0:.0f} s")
+          f"{'reused' if time.perf_counter() - t0 < 1 else 'written'} in {time.perf_counter() - t0:.0f} s")
     runs = []
     if v2_ok:
         runs.append(run_convert(work / "ckpt", work / "bundle-v2", args.recipe, True, args.cache_length, args.rss_limit))
-    if args.compare_v1 or not v2_ok:
-        runs.append(run_convert(work / "ckpt", work / "bundle-v1", args.recipe, False, args.cache_length,
-                                args.rss_limit))
+    for conv in converters_for(args, layers):
+        runs.append(run_convert(work / "ckpt", work / f"bundle-{conv}", args.recipe, False, args.cache_length,
+                                args.rss_limit, converter=conv))
+    lean_shape = dataclasses.replace(shape, separate_embedders=True)
     for r in runs:
-        name = "converter v2 (streaming)" if r["v2"] else "converter v1 (default)"
+        name = {"v2": "converter v2 (streaming)", "default": "default path (litert-torch export_hf)",
+                "lean": "lean path (sections)"}[r["converter"]]
+        est_r = estimate_bundle(lean_shape if r["converter"] == "lean" else shape, get_recipe(args.recipe),
+                                prefill_lengths=[128], cache_lengths=[args.cache_length])
+        r["estimate_bytes"] = est_r.total
         if r["rc"] != 0:
             print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB anonymous "
                   f"(at {r['peak_at_s']:.0f} s) = {r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint: "
@@ -230,16 +258,43 @@ def measure(args, layers: int | None, v2_ok: bool) -> dict:
               f"({r['peak_rss_with_mapped_bytes'] / 2**30:.2f} GiB with mapped files) = "
               f"{r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint ({ckpt_bytes / 2**30:.2f} GiB)")
         print(f"    bundle ({args.recipe}): {r['bundle_bytes'] / 1e9:.3f} GB = "
-              f"{r['bundle_bytes'] / est.total:.3f}x the planner's estimate ({est.total / 1e9:.3f} GB)")
+              f"{r['bundle_bytes'] / est_r.total:.3f}x the planner's estimate ({est_r.total / 1e9:.3f} GB)")
         print("    steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["timings_s"].items()))
-    if len(runs) == 2 and all(r["rc"] == 0 for r in runs):
-        a, b = runs
-        print(f"  v2 / v1: peak RSS {a['peak_rss_bytes'] / b['peak_rss_bytes']:.2f}x, "
+        if r.get("lean_stages"):
+            from converters.planner import lean_stage_bytes
+
+            pred = lean_stage_bytes(shape)
+            print("    lean stages (peak anonymous RSS of the stage process / planner): " + ", ".join(
+                f"{k} {v['peak_rss_bytes'] / 2**30:.2f} GiB {v['seconds']:.0f} s"
+                + (f" ({v['peak_rss_bytes'] / pred[_stage_key(k)]:.2f}x)" if _stage_key(k) in pred else "")
+                for k, v in r["lean_stages"].items()))
+            conv_pred = max(pred.values())
+            print(f"    planner's lean peak {conv_pred / 2**30:.2f} GiB; measured tree / planner "
+                  f"{r['peak_rss_bytes'] / conv_pred:.2f}x")
+    ok = {r["converter"]: r for r in runs if r["rc"] == 0}
+    if "lean" in ok and "default" in ok:
+        a, b = ok["lean"], ok["default"]
+        print(f"  lean / default: peak RSS {a['peak_rss_bytes'] / b['peak_rss_bytes']:.2f}x, "
               f"time {a['wall_s'] / b['wall_s']:.2f}x, bundle {a['bundle_bytes'] / b['bundle_bytes']:.3f}x")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return {"config": label, "layers": tc["num_hidden_layers"], "params": ckpt_bytes // 2,
             "checkpoint_bytes": ckpt_bytes, "estimate_bytes": est.total, "runs": runs}
+
+
+def converters_for(args, layers: int | None) -> list[str]:
+    """--converter both: the default path only where it can fit (the sweep's shallow models), else lean."""
+    if args.converter != "both":
+        return [args.converter]
+    return ["default", "lean"] if layers is not None else ["lean"]
+
+
+def _stage_key(label: str) -> str:
+    """'quantize decoder dynamic_wi4b32_afp32' -> the planner's 'quantize decoder'."""
+    for k in ("export decoder", "quantize decoder", "per_layer_embedder", "embedder"):
+        if label.startswith(k):
+            return k
+    return label
 
 
 def extrapolate(points: list[dict], full_params: int, machine: int) -> dict | None:
@@ -248,7 +303,7 @@ def extrapolate(points: list[dict], full_params: int, machine: int) -> dict | No
     xs, rss, secs = [], [], []
     for p in points:
         for r in p["runs"]:
-            if r["rc"] == 0 and not r["v2"]:
+            if r["rc"] == 0 and r["converter"] == "default":
                 xs.append(p["params"])
                 rss.append(r["peak_rss_bytes"])
                 secs.append(r["wall_s"])
@@ -270,6 +325,93 @@ def extrapolate(points: list[dict], full_params: int, machine: int) -> dict | No
             "full_params": full_params, "predicted_peak_rss_bytes": peak, "predicted_wall_s": wall}
 
 
+_ENGINE_BENCH = """
+import json, sys
+sys.path.insert(0, sys.argv[4])
+from on_device.engine import benchmark, peak_rss_mb
+st = benchmark(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+print(json.dumps({"init_s": st.init_s, "ttft_s": st.ttft_s, "prefill_tps": st.prefill_tps, "decode_tps": st.decode_tps,
+                  "prefill_tokens": st.prefill_tokens, "decode_tokens": st.decode_tokens, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+_EAGER_DECODE = """
+import json, sys, time, torch
+from transformers import AutoTokenizer, Gemma4ForCausalLM
+torch.set_num_threads(int(sys.argv[3]))
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+m = Gemma4ForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, sys.argv[2])).eval()
+ids = torch.tensor([[tok.bos_token_id] + tok("Write a short story about a robot", add_special_tokens=False).input_ids])
+n = int(sys.argv[4])
+with torch.no_grad():
+    out = m(input_ids=ids, use_cache=True)
+    past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        out = m(input_ids=nxt, past_key_values=past, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    dt = time.perf_counter() - t0
+import resource
+print(json.dumps({"decode_tps": n / dt, "dtype": sys.argv[2], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes moved per second (read + write) by a large numpy copy: this machine's memory bandwidth."""
+    import numpy as np
+
+    a = np.ones(int(gib * 2**30) // 8)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best
+
+
+def run_figures(bundle_dir: Path, ckpt: Path, variant: str, context: int, threads: int = 2) -> dict:
+    """`gemma4-mobile run` generates; LiteRT-LM's benchmark (TTFT, prefill/decode tok/s, peak RSS); the decode
+    rate next to the memory-bandwidth limit and next to eager transformers greedy decoding."""
+    from converters.planner import estimate_memory, load_shape, plan
+
+    exe = Path(sys.executable).with_name("gemma4-mobile")
+    out: dict = {}
+    t0 = time.perf_counter()
+    r = subprocess.run([str(exe), "run", str(bundle_dir), "-p", "The capital of France is", "--max-tokens", "16", "--json"],
+                       capture_output=True, text=True, timeout=1800)
+    out["run"] = {"rc": r.returncode, "s": time.perf_counter() - t0,
+                  "out": r.stdout.strip()[-400:], "err": r.stderr.strip().splitlines()[-1:] if r.returncode else []}
+    print(f"gemma4-mobile run: rc {r.returncode} in {out['run']['s']:.0f} s: {out['run']['out'][:200]!r}")
+    r = subprocess.run([sys.executable, "-c", _ENGINE_BENCH, str(bundle_dir / "model.litertlm"), "128", "32",
+                        str(Path(__file__).resolve().parents[1])], capture_output=True, text=True, timeout=1800)
+    eng = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
+    out["engine"] = eng
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    p = plan(str(ckpt), manifest["recipe"]["name"], context, converter=manifest["export"].get("converter"))
+    per_token = p.memory["resident_weights"] + p.memory["kv_cache"]
+    bw = copy_bandwidth()
+    limit = bw / per_token
+    out.update({"copy_bandwidth_bytes_s": bw, "bytes_per_token": per_token, "bandwidth_limit_tps": limit})
+    if "decode_tps" in eng:
+        print(f"LiteRT-LM CPU ({threads} cores): TTFT {eng['ttft_s']:.2f} s, prefill {eng['prefill_tps']:.1f} tok/s, "
+              f"decode {eng['decode_tps']:.2f} tok/s, peak RSS {eng['peak_rss_mb'] / 1024:.2f} GiB, init {eng['init_s']:.1f} s")
+        print(f"  decode vs memory-bandwidth limit: {eng['decode_tps']:.2f} / {limit:.2f} tok/s = "
+              f"{eng['decode_tps'] / limit:.2f}x (numpy copy {bw / 1e9:.1f} GB/s over {per_token / 1e9:.2f} GB per token: "
+              f"resident weights + KV at {context} from the planner)")
+    else:
+        print(f"LiteRT-LM benchmark failed: {eng.get('error')}")
+    dtype = "bfloat16"  # float32 would need 4 bytes/param (18.5 GB for E2B): more than the RAM cap here
+    r = subprocess.run([sys.executable, "-c", _EAGER_DECODE, str(ckpt), dtype, str(threads), "8"],
+                       capture_output=True, text=True, timeout=3600)
+    eager = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
+    out["eager"] = eager
+    if "decode_tps" in eager and "decode_tps" in eng:
+        print(f"  decode vs eager transformers greedy ({dtype}, same checkpoint, {threads} threads): "
+              f"{eng['decode_tps']:.2f} / {eager['decode_tps']:.3f} tok/s = {eng['decode_tps'] / eager['decode_tps']:.1f}x "
+              f"(goal >= 3x)")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="e2b", choices=["e2b", "e4b"])
@@ -280,12 +422,20 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="width multiplier (default 1 = real size)")
     ap.add_argument("--recipe", default="dynamic_wi4b32_afp32")
     ap.add_argument("--cache-length", type=int, default=4096)
-    ap.add_argument("--compare-v1", action="store_true", help="with Converter V2 available, also run the default one")
+    ap.add_argument("--converter", default="both", choices=["default", "lean", "both"],
+                    help="both (default): default and lean on the sweep's models, lean at the requested depth")
     ap.add_argument("--rss-limit-gib", type=float, default=None,
                     help="kill a conversion whose process tree passes this RSS (default: RAM minus 1.5 GiB)")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the checkpoints and bundles")
+    ap.add_argument("--keep", action="store_true", help="keep the checkpoints and bundles (and reuse them)")
+    ap.add_argument("--run", action="store_true", help="after the last conversion, measure the bundle running")
+    ap.add_argument("--run-only", type=Path, default=None, metavar="BUNDLE",
+                    help="only the run figures of an existing bundle (with --checkpoint)")
+    ap.add_argument("--checkpoint", type=Path, default=None)
     args = ap.parse_args()
+    if args.run_only:
+        print(json.dumps(run_figures(args.run_only, args.checkpoint, args.variant, args.cache_length), default=str))
+        return 0
 
     from converters.planner import ModelShape, count_params, estimate_bundle, host_ram_bytes
     from converters.recipes import get_recipe
@@ -305,9 +455,18 @@ def main() -> int:
         points.append(measure(args, args.layers, v2_ok))
         last = points[-1]
         for r in last["runs"]:
-            if fitted and not r["v2"]:
-                print(f"measured / fitted peak RSS: {r['peak_rss_bytes'] / fitted['predicted_peak_rss_bytes']:.2f}x"
+            if fitted and r["converter"] == "default":
+                print(f"default path, measured / fitted peak RSS: "
+                      f"{r['peak_rss_bytes'] / fitted['predicted_peak_rss_bytes']:.2f}x"
                       + (" (a lower bound: the run was stopped)" if r["stopped_at_limit"] else ""))
+            if r["converter"] == "lean" and r["rc"] == 0:
+                from converters.planner import conversion_memory_bytes
+
+                peer = fitted["predicted_peak_rss_bytes"] if fitted else conversion_memory_bytes(full_params)
+                src = "this run's fit" if fitted else "the planner's fit"
+                print(f"lean path at {last['config']}: peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB vs the default "
+                      f"path's {peer / 2**30:.1f} GiB ({src}) = {r['peak_rss_bytes'] / peer:.2f}x; "
+                      f"wall {r['wall_s'] / 60:.1f} min")
         if args.layers is None and args.scale == 1.0:
             for r in last["runs"]:
                 if r["rc"] == 0:
@@ -318,8 +477,14 @@ def main() -> int:
             fe = estimate_bundle(full, get_recipe(args.recipe), prefill_lengths=[128],
                                  cache_lengths=[args.cache_length]).total
             print(f"full-size {args.variant} estimate: {fe / 1e9:.2f} GB = {fe / CLAIM_BYTES:.2f}x the 1.5 GB claim")
-        print(json.dumps({"machine_ram_bytes": machine, "converter_v2": v2_ok, "points": points, "fit": fitted},
-                         default=str))
+        runs = {}
+        if args.run:
+            ok = [r for r in last["runs"] if r["rc"] == 0 and r["converter"] == "lean"]
+            if ok:
+                runs = run_figures(Path(ok[0]["bundle_dir"]), args.work / f"{last['layers']}L" / "ckpt", args.variant,
+                                   args.cache_length)
+        print(json.dumps({"machine_ram_bytes": machine, "converter_v2": v2_ok, "points": points, "fit": fitted,
+                          "run": runs}, default=str))
         return 0 if all(r["rc"] == 0 for p in points for r in p["runs"]) else 1
     finally:
         if not args.keep and own_work:

@@ -39,6 +39,11 @@ class ExportOptions:
     # Gemma 4 multimodal checkpoints (model_type gemma4) need the embedder and per-layer embedder
     # exported as their own models; text-only ones (gemma4_text) keep them in the decoder.
     externalize_embedder: bool = False
+    # Memory levers of litert-torch 0.10.0: load and trace in bfloat16 (half the weight bytes; with
+    # 0.10.0 Gemma 4's attention fails on its float32 KV cache, measured), and hand large constants to
+    # the converter lazily (the lean path uses it: converters.lean).
+    model_dtype: str | None = None
+    lightweight_conversion: bool = False
 
     @property
     def multimodal(self) -> bool:
@@ -72,6 +77,10 @@ class ExportOptions:
         if self.use_v2:
             kw["use_v2"] = True
             kw["delete_in_memory_params"] = self.delete_in_memory_params
+        if self.model_dtype:
+            kw["model_dtype"] = self.model_dtype
+        if self.lightweight_conversion:
+            kw["experimental_lightweight_conversion"] = True
         return kw
 
 

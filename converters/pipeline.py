@@ -46,6 +46,9 @@ class ConvertRequest:
     # length: LiteRT-LM 0.18.1's CPU executor runs only bundles with a single `decode` signature.
     bundle_per_cache_length: bool = False
     ignore_memory_check: bool = False  # convert even when the estimate says the host's RAM is too small
+    # "auto" (lean for checkpoints whose default conversion would not fit comfortably), "default"
+    # (litert-torch's export_hf, one process) or "lean" (converters.lean: sections, one process each).
+    converter: str = "auto"
     # Calibration prompts for static recipes and NPU variants: a chat JSONL path, or "default" for
     # the built-in set (converters.calibration).
     calibration: str | None = None
@@ -134,22 +137,54 @@ def _validate(req: ConvertRequest) -> tuple[CheckpointInfo, list[Recipe]]:
                         "convert the encoders without --use-v2")
     if req.use_v2:
         check_converter_v2()
-    elif not req.ignore_memory_check:
-        _check_host_memory(info)
     return info, recipes
 
 
-def _check_host_memory(info: CheckpointInfo) -> None:
-    """A real-size checkpoint needs more RAM than many hosts have (E2B: ~45 GiB); say so before a
-    conversion that the OOM killer would end minutes later."""
-    from converters.planner import conversion_memory_bytes, host_ram_bytes
+def choose_converter(req: ConvertRequest, info: CheckpointInfo) -> str:
+    """The conversion path (planner.choose_converter): what --converter forces, else the leanest correct one."""
+    from converters.planner import choose_converter as choose
 
-    need, have = conversion_memory_bytes(info.num_parameters), host_ram_bytes()
+    if req.converter not in ("auto", "default", "lean"):
+        raise UserError(f"unknown converter {req.converter!r}", "pass --converter auto, default or lean")
+    has_ple = bool(info.text_config.get("hidden_size_per_layer_input"))
+    lean_ok = has_ple and not (req.vision or req.audio or req.use_v2)
+    if req.converter == "lean" and not lean_ok:
+        why = ("it exports text generation only (drop --vision/--audio/--use-v2)" if has_ple
+               else "this checkpoint has no per-layer embeddings")
+        raise UserError(f"--converter lean cannot convert this request: {why}", "use --converter default")
+    if req.converter != "auto":
+        return req.converter
+    return choose(info.num_parameters, lean_ok=lean_ok)
+
+
+def _check_host_memory(info: CheckpointInfo, converter: str) -> None:
+    """A real-size checkpoint needs more RAM than many hosts have (E2B: ~45 GiB by the default path);
+    say so before a conversion that the OOM killer would end minutes later."""
+    from converters.planner import conversion_memory_bytes, host_ram_bytes, load_shape
+
+    shape = load_shape(str(info.path)) if converter == "lean" else None
+    need, have = conversion_memory_bytes(info.num_parameters, converter=converter, shape=shape), host_ram_bytes()
     if need > have:
+        what = "the lean converter" if converter == "lean" else "litert-torch's default converter"
         raise UserError(f"converting this {info.num_parameters / 1e9:.2f}B-parameter checkpoint needs ~"
-                        f"{need / 2**30:.1f} GiB of RAM with litert-torch's default converter; this host has "
-                        f"{have / 2**30:.1f} GiB",
+                        f"{need / 2**30:.1f} GiB of RAM with {what}; this host has {have / 2**30:.1f} GiB",
                         "convert on a host with more memory, or pass --ignore-memory-check to try anyway")
+
+
+def _check_scratch_disk(req: ConvertRequest, info: CheckpointInfo, converter: str, recipes: list[Recipe],
+                        parent: Path) -> None:
+    """The float intermediates, the quantized sections and the bundles must fit on the output's disk."""
+    from converters.planner import load_shape, scratch_disk_bytes
+
+    need = scratch_disk_bytes(load_shape(str(info.path)), [r.name for r in recipes], converter=converter)
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise UserError(f"converting needs ~{need / 1e9:.1f} GB of free disk under {probe} for scratch files and "
+                        f"bundles; {free / 1e9:.1f} GB is free",
+                        "free disk space or choose an -o directory on a larger disk")
 
 
 def check_converter_v2() -> None:
@@ -206,6 +241,7 @@ class _Plan:
     npu_specs: list[Any]
     src_hash: str
     calibration: Any = None  # converters.calibration.CalibrationPlan, when a recipe or NPU target needs it
+    converter: str = "default"  # "default" | "lean" (choose_converter)
     npu_cache: dict[str, Any] = field(default_factory=dict)  # NPU variants, built once per convert
 
     @property
@@ -225,13 +261,18 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, isolate: b
         info, recipes = _validate(req)
         jobs = _jobs(req, recipes)
         _check_out_dir(req, [j.target for j in jobs])  # before hashing a checkpoint of gigabytes
+        converter = choose_converter(req, info)
+        if not req.use_v2 and not req.ignore_memory_check:
+            _check_host_memory(info, converter)
+        _check_scratch_disk(req, info, converter, recipes, _work_parent(req, [j.target for j in jobs]))
         from converters.calibration import plan_calibration
 
         npu_specs = _parse_npu(req.npu_targets)
         plan = _Plan(info=info, jobs=jobs, npu_specs=npu_specs, src_hash=checkpoint_hash(req.checkpoint),
-                     calibration=plan_calibration(req, recipes, npu_specs))
+                     calibration=plan_calibration(req, recipes, npu_specs), converter=converter)
     progress.note(f"checkpoint: Gemma 4 {info.variant.upper() if info.variant != 'custom' else 'custom size'}"
                   f" ({info.num_parameters / 1e6:.2f}M parameters, {len(info.layer_types)} layers)")
+    progress.note(f"converter: {converter}")
     if not isolate:
         return _produce(req, plan, progress)
     from converters.isolation import run_isolated
@@ -273,9 +314,15 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
                                  use_v2=req.use_v2, delete_in_memory_params=req.delete_in_memory_params)
             ctx = jobs[0].ctx
             tag = f"-{ctx}" if ctx else ""
-            with progress.step("export float model (litert-torch)" + (f", cache {lengths[0]}" if ctx else "")):
+            with progress.step(("export float sections (lean)" if plan.converter == "lean" else
+                                "export float model (litert-torch)") + (f", cache {lengths[0]}" if ctx else "")):
                 with _third_party_step("litert-torch export", log):
-                    fx = export_float(req.checkpoint, work / f"float{tag}", opts)
+                    if plan.converter == "lean":
+                        from converters.lean import export_lean
+
+                        fx = export_lean(req.checkpoint, work / f"float{tag}", opts, log)
+                    else:
+                        fx = export_float(req.checkpoint, work / f"float{tag}", opts)
             for job in jobs:
                 manifests.append(_make_bundle(req, plan, job, fx, work / f"{job.recipe.name}{tag}", log, versions,
                                               progress))
@@ -299,8 +346,13 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
                     with _third_party_step(f"quantizing with {recipe.name}", log):
                         from converters.calibration import calibration_hook
 
-                        arts = quantize_artifacts(fx, recipe, qwork,
-                                                  calibrate=calibration_hook(plan.calibration, recipe, progress))
+                        if plan.converter == "lean":
+                            from converters.lean import quantize_lean
+
+                            arts = quantize_lean(fx, recipe, qwork, log)
+                        else:
+                            arts = quantize_artifacts(fx, recipe, qwork,
+                                                      calibrate=calibration_hook(plan.calibration, recipe, progress))
                 except UserError as e:
                     block = _block_size(recipe.name)
                     if block and "Failed to get quantization parameters" in e.problem:
@@ -331,7 +383,8 @@ def _make_bundle(req: ConvertRequest, plan: _Plan, job: _Job, fx: Any, qwork: Pa
                 "export": {"prefill_lengths": req.prefill_lengths, "cache_length": max(job.cache_lengths),
                            "cache_lengths": list(job.cache_lengths),
                            "sliding_window_ring_buffer_size": req.sliding_window_ring_buffer_size,
-                           "vision": req.vision, "audio": req.audio},
+                           "vision": req.vision, "audio": req.audio, "converter": plan.converter,
+                           **({"lean_stages": fx.stats.to_json()} if plan.converter == "lean" else {})},
                 "text_config": info.summary()["shape"],
                 "sections": [{k: s[k] for k in ("data_type", "model_type", "size")} for s in sections["sections"]],
                 "npu": {"targets": npu_entries},

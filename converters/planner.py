@@ -58,9 +58,73 @@ CONVERT_FIXED_BYTES = int(3.01 * (1 << 30))
 CONVERT_BYTES_PER_PARAM = 9.72
 
 
-def conversion_memory_bytes(parameters: int) -> int:
-    """Estimated peak host RAM to convert a checkpoint of `parameters` with the default converter."""
+# The lean converter (converters.lean): the peak is that of its largest stage, each its own process.
+# Fitted per stage on full-width E2B-shaped checkpoints of 2 and 35 layers (decoder 0.48 / 2.28 B
+# params, per-layer table 0.13 / 2.35 B) by `benchmarks/realsize_convert.py --converter lean`
+# (peak RssAnon+RssShmem of each stage process): decoder export 2.39 / 9.62 GiB (lightweight
+# conversion: the converter references the float32 torch weights, ~4.3 bytes per decoder parameter:
+# linear layers, norms and the tied LM head); decoder quantization 2.58 / 5.14 GiB (float flatbuffer
+# memory-mapped); a table stage 0.94 / 7.99 GiB (its quantized rows, joined once, then packed), and the
+# 0.40 B-param token embedder at 1.74-1.86 GiB lies on that line.
+LEAN_DECODER_FIXED_BYTES = int(0.45 * (1 << 30))
+LEAN_DECODER_BYTES_PER_PARAM = 4.32
+LEAN_QUANTIZE_FIXED_BYTES = int(1.89 * (1 << 30))
+LEAN_QUANTIZE_BYTES_PER_PARAM = 1.53
+LEAN_TABLE_FIXED_BYTES = int(0.51 * (1 << 30))
+LEAN_TABLE_BYTES_PER_PARAM = 3.42
+# The processes around the stages (the CLI and the conversion process that packages): E2B's whole tree
+# peaked at 10.20 GiB with its decoder-export stage at 9.62 GiB.
+LEAN_PARENTS_BYTES = int(0.58 * (1 << 30))
+# `convert` takes the lean path by itself when the default path's estimate passes this share of the
+# host's RAM (and the request is one the lean path makes: text only, per-layer embeddings).
+LEAN_WHEN_DEFAULT_NEEDS = 0.5
+CONVERTERS = ("default", "lean")
+
+
+def lean_stage_bytes(s: "ModelShape") -> dict[str, int]:
+    """Estimated peak host RAM of each stage of the lean converter."""
+    pc = count_params(s)
+    decoder = pc.linear + pc.norms + pc.embedding  # the LM head is the tied token embedding
+    return {
+        "export decoder": LEAN_DECODER_FIXED_BYTES + int(LEAN_DECODER_BYTES_PER_PARAM * decoder),
+        "quantize decoder": LEAN_QUANTIZE_FIXED_BYTES + int(LEAN_QUANTIZE_BYTES_PER_PARAM * decoder),
+        "embedder": LEAN_TABLE_FIXED_BYTES + int(LEAN_TABLE_BYTES_PER_PARAM * pc.embedding),
+        "per_layer_embedder": LEAN_TABLE_FIXED_BYTES + int(LEAN_TABLE_BYTES_PER_PARAM * pc.per_layer_embedding),
+    }
+
+
+def conversion_memory_bytes(parameters: int, converter: str = "default", shape: "ModelShape | None" = None) -> int:
+    """Estimated peak host RAM to convert a checkpoint of `parameters` (with `converter`; the lean
+    one needs the shape, since its peak is that of its largest section)."""
+    if converter == "lean":
+        if shape is None:
+            raise ValueError("the lean converter's estimate needs the model shape")
+        return max(lean_stage_bytes(shape).values()) + LEAN_PARENTS_BYTES
     return CONVERT_FIXED_BYTES + int(CONVERT_BYTES_PER_PARAM * parameters)
+
+
+def choose_converter(parameters: int, *, lean_ok: bool, host_bytes: int | None = None) -> str:
+    """The leanest correct path: lean for a checkpoint whose default conversion would take more than
+    LEAN_WHEN_DEFAULT_NEEDS of this host's RAM, when the lean path can make the request."""
+    host = host_ram_bytes() if host_bytes is None else host_bytes
+    if lean_ok and conversion_memory_bytes(parameters) > LEAN_WHEN_DEFAULT_NEEDS * host:
+        return "lean"
+    return "default"
+
+
+def scratch_disk_bytes(s: "ModelShape", recipes: list[str], converter: str = "default") -> int:
+    """Free disk a conversion needs at its peak: the float intermediates (float32), then per recipe its
+    quantized sections and the bundle being written; 10% slack."""
+    import dataclasses
+
+    pc = count_params(s)
+    shape = dataclasses.replace(s, separate_embedders=True) if converter == "lean" else s
+    if converter == "lean":
+        floats = 4 * (pc.linear + pc.norms + pc.embedding)  # the decoder only: tables are written quantized
+    else:
+        floats = 4 * (pc.checkpoint_text + (pc.embedding if s.separate_embedders else 0))
+    per_recipe = [2 * estimate_bundle(shape, get_recipe(r)).total for r in recipes] or [0]
+    return int(1.1 * (floats + max(per_recipe) + sum(per_recipe) // 2))
 
 
 def host_ram_bytes() -> int:
@@ -376,6 +440,9 @@ class Plan:
     bundle_sections: dict[str, int]
     memory: dict[str, int]
     conversion_host_bytes: int = 0  # peak host RAM to convert it (default converter)
+    converter: str = "default"  # the path `convert` takes by itself on this host (choose_converter)
+    conversion_host_bytes_lean: int | None = None  # peak host RAM with the lean converter (None: not possible)
+    conversion_stages_lean: dict[str, int] = field(default_factory=dict)
     budget_bytes: int | None = None
     budget_source: str | None = None
     fits: bool | None = None
@@ -389,7 +456,7 @@ class Plan:
 
 def plan(model: str | ModelShape, recipe: str, context: int, *, prefill: int = 128, ring_buffer: int | None = None,
          vision: bool = False, audio: bool = False, budget_bytes: int | None = None,
-         budget_source: str | None = None) -> Plan:
+         budget_source: str | None = None, converter: str | None = None) -> Plan:
     s = model if isinstance(model, ModelShape) else load_shape(model)
     r = get_recipe(recipe)
     if context <= 0:
@@ -397,15 +464,27 @@ def plan(model: str | ModelShape, recipe: str, context: int, *, prefill: int = 1
     if (vision and not s.vision) or (audio and not s.audio):
         raise UserError(f"{s.name} has no {'vision' if vision and not s.vision else 'audio'} tower",
                         "drop --vision/--audio, or plan a multimodal checkpoint (model_type gemma4)")
+    pc = count_params(s, vision=vision, audio=audio)
+    all_params = pc.checkpoint_text + pc.vision_encoder + pc.vision_adapter + pc.audio_encoder + pc.audio_adapter
+    lean_ok = not (vision or audio) and s.ple > 0
+    chosen = converter or choose_converter(all_params, lean_ok=lean_ok)
+    if chosen == "lean" and not lean_ok:
+        raise UserError("the lean converter exports text generation of checkpoints with per-layer embeddings only",
+                        "drop --vision/--audio, or plan the default converter")
+    if chosen == "lean":  # its bundle has the embedder and per-layer embedder as their own sections
+        import dataclasses
+
+        s = dataclasses.replace(s, separate_embedders=True)
     b = estimate_bundle(s, r, prefill_lengths=[prefill], cache_lengths=[context], vision=vision, audio=audio)
     m = estimate_memory(s, b, context, prefill=prefill, ring_buffer=ring_buffer)
-    pc = count_params(s, vision=vision, audio=audio)
+    stages = lean_stage_bytes(s) if lean_ok else {}
     p = Plan(model=s.name, recipe=r.name, context=context, prefill=prefill, ring_buffer=ring_buffer,
              vision=vision, audio=audio, parameters=asdict(pc) | {"checkpoint_text": pc.checkpoint_text},
              bundle_bytes=b.total, bundle_sections=b.sections,
              memory=asdict(m) | {"total": m.total, "total_all_resident": m.total_all_resident},
-             conversion_host_bytes=conversion_memory_bytes(
-                 pc.checkpoint_text + pc.vision_encoder + pc.vision_adapter + pc.audio_encoder + pc.audio_adapter),
+             conversion_host_bytes=conversion_memory_bytes(all_params), converter=chosen,
+             conversion_host_bytes_lean=max(stages.values()) + LEAN_PARENTS_BYTES if stages else None,
+             conversion_stages_lean=stages,
              budget_bytes=budget_bytes, budget_source=budget_source)
     if budget_bytes is not None:
         p.fits = m.total <= budget_bytes

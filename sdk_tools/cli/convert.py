@@ -64,6 +64,9 @@ def convert_cmd(
     use_v2: bool = typer.Option(False, "--use-v2", help="litert-torch Converter V2: stream weights from the checkpoint."),
     delete_params: bool = typer.Option(False, "--delete-in-memory-params",
                                        help="With --use-v2: free each weight once serialized (lower peak memory)."),
+    converter: str = typer.Option("auto", "--converter",
+                                  help="auto (lean for checkpoints too large for the default path on this host), "
+                                       "default (litert-torch's export_hf) or lean (sections, one process each)."),
     ignore_memory: bool = typer.Option(False, "--ignore-memory-check",
                                        help="Convert even if the host's RAM is below the conversion's estimated peak."),
     force: bool = typer.Option(False, "--force", help="Replace an output directory that is not a bundle."),
@@ -86,7 +89,7 @@ def convert_cmd(
                          force=force, npu_targets=list(npu), npu_config=npu_config,
                          sliding_window_ring_buffer_size=ring_buffer, name=name, vision=vision, audio=audio,
                          use_v2=use_v2 or delete_params, delete_in_memory_params=delete_params,
-                         bundle_per_cache_length=per_length, ignore_memory_check=ignore_memory,
+                         bundle_per_cache_length=per_length, ignore_memory_check=ignore_memory, converter=converter,
                          calibration=calibration)
     if len(lengths) > 1 and not per_length and not as_json:
         err_console.print("note: a bundle with several cache lengths names its signatures decode_cache_<N>; "

@@ -94,7 +94,9 @@ def plan_cmd(
                f"{_mb(m['activations'])} + runtime {_mb(m['overhead'])}")
     typer.echo(f"        + {_mb(m['mapped_weights'])} memory-mapped embedding tables "
                f"({_mb(m['total_all_resident'])} if all resident)")
-    typer.echo(f"convert on the host: ~{p.conversion_host_bytes / 2**30:.1f} GiB RAM (litert-torch's default converter)")
+    typer.echo(f"convert on the host: ~{p.conversion_host_bytes / 2**30:.1f} GiB RAM (litert-torch's default converter)"
+               + (f", ~{p.conversion_host_bytes_lean / 2**30:.1f} GiB with the lean converter"
+                  if p.conversion_host_bytes_lean else "") + f"; convert here takes the {p.converter} path")
     if p.budget_bytes is not None:
         verdict = "FITS" if p.fits else "DOES NOT FIT"
         typer.echo(f"budget: {_mb(p.budget_bytes)} ({p.budget_source}): {verdict}"
