@@ -1,9 +1,22 @@
 """Deploy a bundle to a device: decide what it needs (the NPU model for its SoC or the CPU model,
 the runner, dispatch libraries), check free storage, push each file to a temporary name, verify
-its sha256 on the device and rename it into place. Unchanged files are skipped by hash; a cut
-transfer leaves at most a temporary file that the next run replaces; the final path never holds a
-partial file, and the bundle's manifest.json is written on the device last, as the mark of a
-complete deployment."""
+its sha256 on the device and rename it into place. The final path never holds a partial file, and
+the bundle's manifest.json is written on the device last, as the mark of a complete deployment.
+
+Re-pushes cost what checking costs: after a verified hash the host writes a verification stamp
+next to the bundle on the device (per file: path, size, mtime, ctime, inode and sha256; and the
+manifest's sha256). A file whose stat still matches its stamp entry is not re-hashed; any
+difference (a rewrite changes mtime, ctime and usually the inode; a replaced file changes the
+inode) sends it back to sha256sum on the device, and a wrong hash to a fresh push. What a stamp
+proves: nothing changed the file through the filesystem since its bytes were hashed on the device.
+What it cannot prove: that storage still reads back those bytes (bit rot, a write under the
+filesystem), or that someone with the power to reset ctime (root changing the clock) did not
+forge it; `--verify-all` style full re-hashing is `deploy(..., rehash=True)`.
+
+Resume is per file: a cut transfer leaves at most a temporary `*.g4m-part` (removed by the next
+run), files already verified and in place are not sent again, the cut file is sent again whole.
+Host-side sha256s are cached by (path, size, mtime_ns, ctime_ns, inode), so an unchanged bundle is
+not re-read on the host either."""
 
 from __future__ import annotations
 
@@ -30,6 +43,12 @@ CONFIG_ENV = "G4M_CONFIG"
 PART_SUFFIX = ".g4m-part"
 STALE_PART_S = 6 * 3600  # a temporary file older than this is a cut transfer's, never a running push's
 STORAGE_MARGIN = 16 << 20  # room for the temporary name, directory entries, logs
+STAMP_NAME = ".g4m-verified.json"
+STAMP_VERSION = 1
+# size | mtime | ctime | inode | mode: toybox stat and coreutils stat agree on these.
+STAT_FORMAT = "%s|%Y|%Z|%i|%a|%n"
+_MARK = "__g4m_section__"
+HOST_HASH_CACHE = "host-sha256.json"
 _ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv"}
 
 RUNNER_HELP = (
@@ -73,6 +92,11 @@ def find_runner(option: Path | str | None = None) -> Path:
         source, path = f"config {cfg}", Path(text).expanduser()
     check_runner_file(path, source)
     return path
+
+
+def runner_configured() -> bool:
+    """Whether a runner is configured at all ($G4M_RUNNER or the config file)."""
+    return bool(os.environ.get(RUNNER_ENV)) or bool(_config_runner()[0])
 
 
 def check_runner_file(path: Path, source: str = "--runner") -> None:
@@ -128,6 +152,7 @@ class Deployment:
     notice: str | None
     files: list[FileAction]
     seconds: float
+    has_runner: bool = True  # False: `push` without a runner (the bundle alone, for an app)
 
     @property
     def bytes_pushed(self) -> int:
@@ -185,13 +210,59 @@ def plan_deployment(device: Device, bundle_dir: Path, manifest: dict[str, Any], 
     return plan
 
 
-def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Path,
-           device_dir: PurePosixPath) -> list[_Item]:
-    items = [_Item("runner", runner, device_dir / RUNNER_NAME, runner.stat().st_size, sha256_file(runner), 0o755)]
+class HostHashes:
+    """sha256 of host files, cached by (size, mtime_ns, ctime_ns, inode) in the state directory:
+    a file whose stat is unchanged is not read again (what git's index does for its work tree)."""
+
+    def __init__(self) -> None:
+        from sdk_tools.devices.discovery import state_dir
+
+        self.path = state_dir() / HOST_HASH_CACHE
+        try:
+            data = json.loads(self.path.read_text())
+            self.entries: dict[str, list] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    @staticmethod
+    def _key(st: os.stat_result) -> list:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def sha256(self, path: Path) -> str:
+        real = str(path.resolve())
+        st = os.stat(real)
+        hit = self.entries.get(real)
+        if isinstance(hit, list) and len(hit) == 5 and hit[:4] == self._key(st):
+            return str(hit[4])
+        digest = sha256_file(real)
+        if self._key(os.stat(real)) == self._key(st):  # not changing while we read it
+            self.entries[real] = [*self._key(st), digest]
+            self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            from gemma4_common.fsutil import atomic_write_text
+
+            live = {k: v for k, v in self.entries.items() if os.path.exists(k)}
+            atomic_write_text(self.path, json.dumps(live) + "\n")
+        except OSError:
+            pass  # a cache only
+
+
+def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Path | None,
+           device_dir: PurePosixPath, hashes: HostHashes) -> list[_Item]:
+    items = []
+    if runner is not None:
+        items.append(_Item("runner", runner, device_dir / RUNNER_NAME, runner.stat().st_size, hashes.sha256(runner),
+                           0o755))
     for p in plan.pushes:
         if p.kind == "dispatch_lib":
             local = Path(p.source)
-            items.append(_Item(p.kind, local, p.device_path, local.stat().st_size, sha256_file(local), 0o755))
+            items.append(_Item(p.kind, local, p.device_path, local.stat().st_size, hashes.sha256(local), 0o755))
             continue
         local = bundle_dir / str(p.source)
         if not local.is_file():
@@ -202,7 +273,7 @@ def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Pa
             raise UserError(f"bundle file {p.source} does not match the manifest (size {size}, expected {p.size})",
                             "re-run `gemma4-mobile convert` or copy the bundle again")
         # Before a byte goes to the device: what is sent is what the manifest vouches for.
-        if sha256_file(local) != p.sha256:
+        if hashes.sha256(local) != p.sha256:
             raise UserError(f"bundle file {p.source} does not match its manifest (sha256)",
                             "re-run `gemma4-mobile convert` or copy the bundle again")
         items.append(_Item(p.kind, local, p.device_path, size, p.sha256, 0o644))
@@ -222,13 +293,81 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+@dataclasses.dataclass
+class _DeviceState:
+    stamp: dict[str, Any]
+    stats: dict[str, tuple[int, int, int, int, int]]  # path -> size, mtime, ctime, inode, mode
+    listings: dict[str, list[str]]
+
+
+def _parse_stat_lines(text: str) -> dict[str, tuple[int, int, int, int, int]]:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split("|", 5)
+        if len(parts) == 6 and all(x.isdigit() for x in parts[:4]) and re.fullmatch(r"[0-7]+", parts[4]):
+            out[parts[5]] = (int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4], 8))
+    return out
+
+
+def _device_state(device: Device, dirs: list[str], paths: list[str], stamp_path: PurePosixPath) -> _DeviceState:
+    """One shell round trip: create the directories, read the stamp, stat every final path, list the
+    directories (for temporaries of cut transfers)."""
+    parts = [join(["mkdir", "-p", *dirs]) + " || exit 3", join(["cat", str(stamp_path)]) + " 2>/dev/null",
+             join(["echo", _MARK]), join(["stat", "-c", STAT_FORMAT, *paths]) + " 2>/dev/null"]
+    for d in dirs:
+        parts += [join(["echo", _MARK]), join(["ls", "-a", d]) + " 2>/dev/null"]
+    r = device.shell_result("; ".join(parts) + "; exit 0")
+    if r.rc != 0:
+        detail = (r.err or r.out).strip().splitlines()
+        raise DeviceCommandError(
+            f"creating {dirs[0]} failed on {device.serial} ({detail[-1] if detail else 'exit ' + str(r.rc)})",
+            "check the device path and permissions (the shell user may write under /data/local/tmp)")
+    sections = r.out.split(_MARK + "\n")
+    stamp: dict[str, Any] = {}
+    try:
+        loaded = json.loads(sections[0]) if sections[0].strip() else {}
+        if isinstance(loaded, dict) and loaded.get("version") == STAMP_VERSION:
+            stamp = loaded
+    except ValueError:
+        pass  # a damaged stamp proves nothing: everything is hashed again
+    stats = _parse_stat_lines(sections[1]) if len(sections) > 1 else {}
+    listings = {d: (sections[2 + i].split() if len(sections) > 2 + i else []) for i, d in enumerate(dirs)}
+    return _DeviceState(stamp, stats, listings)
+
+
+def _stamp_entry(st: tuple[int, int, int, int, int], sha: str) -> dict[str, Any]:
+    return {"size": st[0], "mtime": st[1], "ctime": st[2], "inode": st[3], "sha256": sha}
+
+
+def _stamp_proves(state: _DeviceState, manifest_sha: str, item: _Item) -> bool:
+    if state.stamp.get("manifest") != manifest_sha:
+        return False
+    st = state.stats.get(str(item.device_path))
+    entry = (state.stamp.get("files") or {}).get(str(item.device_path))
+    return bool(st and isinstance(entry, dict) and entry == _stamp_entry(st, item.sha256) and st[0] == item.size)
+
+
+def _write_stamp(device: Device, stamp_path: PurePosixPath, manifest_sha: str,
+                 entries: dict[str, dict[str, Any]]) -> None:
+    """Written only with entries whose bytes were hashed on the device (now or under a valid stamp)."""
+    text = json.dumps({"version": STAMP_VERSION, "manifest": manifest_sha, "files": entries}, sort_keys=True)
+    tmp = _part_name(stamp_path)
+    r = device.shell_result(join(["printf", "%s\n", text]) + " > " + quote(str(tmp)) + " && "
+                            + join(["mv", "-f", str(tmp), str(stamp_path)]))
+    if r.rc != 0:  # without a stamp the next push hashes again: slower, never wrong
+        device.remove(tmp)
+
+
 def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None = None,
            dispatch_lib_dir: Path | str | None = None, backend: str | None = None,
-           device_dir: PurePosixPath | str = DEFAULT_DEVICE_DIR, progress: Progress | None = None) -> Deployment:
+           device_dir: PurePosixPath | str = DEFAULT_DEVICE_DIR, progress: Progress | None = None,
+           runner_optional: bool = False, rehash: bool = False) -> Deployment:
     """Push what `device` needs to run `bundle_dir`, verified; return where it is on the device.
 
     `backend` None deploys the NPU model where the bundle has one for the device's SoC (else the
     CPU model, with `notice` saying why); "npu" requires it; "cpu"/"gpu" deploy the CPU model.
+    `runner_optional`: with no runner given or configured, push the bundle alone (an app loads the
+    model itself). `rehash`: ignore the verification stamp and hash every file on the device.
     """
     t_start = time.perf_counter()
     progress = progress or Progress()
@@ -237,35 +376,46 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
     manifest = read_manifest(bundle_dir)
     if not manifest.get("main_model"):
         raise UserError("the bundle's manifest.json has no main_model", "re-run `gemma4-mobile convert`")
-    runner_path = find_runner(runner)
+    runner_path = find_runner(runner) if (runner or not runner_optional or runner_configured()) else None
     plan = plan_deployment(device, bundle_dir, manifest, backend=backend,
                            dispatch_lib_dir=Path(dispatch_lib_dir) if dispatch_lib_dir else None,
                            device_dir=device_dir)
     if plan.notice:
         progress.note(plan.notice)
-    items = _items(bundle_dir, manifest, plan, runner_path, device_dir)
+    hashes = HostHashes()
+    items = _items(bundle_dir, manifest, plan, runner_path, device_dir, hashes)
     device_bundle_dir = device_dir / "bundles" / bundle_id(manifest, bundle_dir)
     manifest_local = bundle_dir / MANIFEST
     manifest_item = _Item("manifest", manifest_local, device_bundle_dir / MANIFEST, manifest_local.stat().st_size,
                           sha256_file(manifest_local), 0o644)
+    hashes.save()
+    stamp_path = device_bundle_dir / STAMP_NAME
+    every = [*items, manifest_item]
 
-    dirs = sorted({str(i.device_path.parent) for i in [*items, manifest_item]})
-    device.check_shell(join(["mkdir", "-p", *dirs]), f"creating {device_dir}")
+    dirs = sorted({str(i.device_path.parent) for i in every})
+    state = _device_state(device, dirs, [str(i.device_path) for i in every], stamp_path)
+    _remove_stale_parts(device, state.listings)
 
-    # What is already there and right (size, then sha256 on the device).
-    _remove_stale_parts(device, dirs)
-    stats = {str(i.device_path): device.stat(i.device_path) for i in [*items, manifest_item]}
-    candidates = [i for i in [*items, manifest_item]
-                  if (st := stats[str(i.device_path)]).is_file and _size_matches(st.size, i.size)]
-    hashes = device.sha256([i.device_path for i in candidates]) if candidates else {}
-    unchanged = {str(i.device_path) for i in candidates if hashes.get(str(i.device_path)) == i.sha256}
+    # What is already there and right: proven by the stamp, else by sha256 on the device.
+    sha = manifest_item.sha256
+    proven = set() if rehash else {str(i.device_path) for i in every if _stamp_proves(state, sha, i)}
+    candidates = [i for i in every if str(i.device_path) not in proven
+                  and (st := state.stats.get(str(i.device_path))) and _size_matches(st[0], i.size)]
+    hashed = device.sha256([i.device_path for i in candidates]) if candidates else {}
+    unchanged = proven | {str(i.device_path) for i in candidates if hashed.get(str(i.device_path)) == i.sha256}
+    entries: dict[str, dict[str, Any]] = {}
+    for i in every:
+        st = state.stats.get(str(i.device_path))
+        if str(i.device_path) in unchanged and st:
+            entries[str(i.device_path)] = _stamp_entry(st, i.sha256)
     # Right bytes, wrong mode (a runner that lost its exec bit): restore the mode, no push needed.
-    for i in candidates:
-        st = stats[str(i.device_path)]
-        if str(i.device_path) in unchanged and i.mode & 0o111 and (st.mode & 0o777) != i.mode:
+    for i in every:
+        st = state.stats.get(str(i.device_path))
+        if str(i.device_path) in unchanged and st and i.mode & 0o111 and st[4] != i.mode:
             device.check_shell(join(["chmod", f"{i.mode:o}", str(i.device_path)]),
                                f"restoring the mode of {i.device_path}")
-            progress.note(f"{device.serial}: {i.device_path} had mode {st.mode & 0o777:o}; restored {i.mode:o}")
+            entries.pop(str(i.device_path), None)  # chmod changed its ctime: hashed again next time
+            progress.note(f"{device.serial}: {i.device_path} had mode {st[4]:o}; restored {i.mode:o}")
     todo = [i for i in items if str(i.device_path) not in unchanged]
     manifest_ok = str(manifest_item.device_path) in unchanged and not todo
 
@@ -281,20 +431,29 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
                 "free space on the device (e.g. remove old bundles under "
                 f"{device_dir / 'bundles'}) or use a smaller recipe (int4)")
         # The bundle is about to change: it must not look complete until the manifest is back.
-        device.remove(manifest_item.device_path)
+        device.remove(manifest_item.device_path, stamp_path)
         for item in todo:
-            actions.append(_push_verified(device, item, progress))
+            action, st = _push_verified(device, item, progress)
+            actions.append(action)
+            if st:
+                entries[str(item.device_path)] = _stamp_entry(st, item.sha256)
     if not manifest_ok:
-        actions.append(_push_verified(device, manifest_item, progress))
+        action, st = _push_verified(device, manifest_item, progress)
+        actions.append(action)
+        if st:
+            entries[str(manifest_item.device_path)] = _stamp_entry(st, manifest_item.sha256)
     else:
         actions.append(FileAction("manifest", str(manifest_local), str(manifest_item.device_path),
                                   manifest_item.size, manifest_item.sha256, "unchanged"))
+    if len(proven) != len(every) or state.stamp.get("files") != entries:
+        _write_stamp(device, stamp_path, sha, entries)
 
     return Deployment(
         serial=device.serial,
         device_dir=device_dir,
         bundle_dir=device_bundle_dir,
         runner_path=device_dir / RUNNER_NAME,
+        has_runner=runner_path is not None,
         model_path=plan.device_model_path,
         backend=plan.backend,
         dispatch_dir=plan.dispatch_dir,
@@ -319,21 +478,19 @@ def _part_name(final: PurePosixPath) -> PurePosixPath:
 _PART_RE = re.compile(r"^(?P<name>.+?)(?:\.(?P<ts>\d{9,12})-[0-9a-f]{8})?" + re.escape(PART_SUFFIX) + "$")
 
 
-def _remove_stale_parts(device: Device, dirs: list[str]) -> None:
+def _remove_stale_parts(device: Device, listings: dict[str, list[str]]) -> None:
     """Temporary files of cut transfers (ours, older than STALE_PART_S, or the fixed names of older
     versions); a younger one may belong to a push running now from another process."""
     cutoff = time.time() - STALE_PART_S
-    for d in dirs:
-        r = device.shell_result(join(["ls", "-a", d]))
-        if r.rc != 0:
-            continue
-        stale = [f"{d.rstrip('/')}/{n}" for n in r.out.split()
-                 if (m := _PART_RE.match(n)) and (m.group("ts") is None or int(m.group("ts")) < cutoff)]
-        if stale:
-            device.remove(*stale)
+    stale = [f"{d.rstrip('/')}/{n}" for d, names in listings.items() for n in names
+             if (m := _PART_RE.match(n)) and (m.group("ts") is None or int(m.group("ts")) < cutoff)]
+    if stale:
+        device.remove(*stale)
 
 
-def _push_verified(device: Device, item: _Item, progress: Progress) -> FileAction:
+def _push_verified(device: Device, item: _Item, progress: Progress
+                   ) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
+    """Push to a temporary name, hash it on the device, move it into place; (action, final stat)."""
     final = item.device_path
     tmp = _part_name(final)
     t0 = time.perf_counter()
@@ -343,7 +500,9 @@ def _push_verified(device: Device, item: _Item, progress: Progress) -> FileActio
         got = device.sha256([tmp]).get(str(tmp))
         if got != item.sha256:
             _raise_mismatch(device, item, got)
-        r = device.shell_result(join(["mv", "-f", str(tmp), str(final)]) + " && " + join(["chmod", f"{item.mode:o}", str(final)]))
+        r = device.shell_result(join(["mv", "-f", str(tmp), str(final)]) + " && "
+                                + join(["chmod", f"{item.mode:o}", str(final)]) + " && "
+                                + join(["stat", "-c", STAT_FORMAT, str(final)]))
         if r.rc != 0:
             raise DeviceCommandError(f"cannot move {tmp} into place on {device.serial} ({(r.err or r.out).strip()})",
                                      "check permissions of the directory")
@@ -353,8 +512,9 @@ def _push_verified(device: Device, item: _Item, progress: Progress) -> FileActio
         except Exception:
             pass  # the device is gone; the next deploy removes it
         raise
-    return FileAction(item.kind, str(item.local), str(final), item.size, item.sha256, "pushed",
-                      time.perf_counter() - t0)
+    st = _parse_stat_lines(r.out).get(str(final))
+    return (FileAction(item.kind, str(item.local), str(final), item.size, item.sha256, "pushed",
+                       time.perf_counter() - t0), st)
 
 
 def _raise_mismatch(device: Device, item: _Item, got: str | None) -> None:

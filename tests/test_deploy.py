@@ -234,9 +234,16 @@ def test_push_cli(emulator_factory, tmp_path, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     dep = out["deployments"][emu.serial]
     assert dep["bytes_pushed"] > 0 and not out["failures"]
-    # Missing runner: one line, exit 2, before touching the device.
+    # No runner anywhere: push deploys the bundle alone (an app loads the model itself) ...
     monkeypatch.delenv("G4M_RUNNER", raising=False)
     monkeypatch.setenv("G4M_CONFIG", str(tmp_path / "none.json"))
-    assert main(["push", str(bundle), "--device", emu.serial]) == 2
+    bundle2 = make_bundle(tmp_path, name="alone", seed=3)
+    assert main(["push", str(bundle2), "--device", emu.serial, "--device-dir", "/data/local/tmp/alone",
+                 "--json"]) == 0
+    dep = json.loads(capsys.readouterr().out)["deployments"][emu.serial]
+    assert dep["has_runner"] is False and {f["kind"] for f in dep["files"]} == {"model", "manifest"}
+    assert not emu.fs.host_path_unchecked(f"/data/local/tmp/alone/{RUNNER_NAME}").exists()
+    # ... while bench, which runs it, names the missing runner in one line, exit 2.
+    assert main(["bench", str(bundle2), "--device", emu.serial]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no device runner") and len(err.splitlines()) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import queue
 import re
 import struct
 import threading
@@ -23,6 +24,87 @@ V2_STDOUT, V2_STDERR, V2_EXIT = 1, 2, 3
 _V2_HEADER = struct.Struct("<BI")
 
 SYNC_DATA_MAX = 64 * 1024  # SYNC.TXT: DATA chunks are at most 64 KiB
+_SYNC_HDR = struct.Struct("<4sI")
+# How many sync DATA chunks one batch (one ADB WRTE, one socket write) carries at most, and how
+# many batches the reader thread keeps ready ahead of the sender.
+SYNC_BATCH_CHUNKS = 16
+SYNC_READ_AHEAD = 4
+
+
+def sync_send_batches(local: Path, device_path: str, mode: int, mtime: int, max_batch: int,
+                      checksum: Callable[[memoryview], int] | None = None):
+    """The byte stream of one sync SEND (SEND request, DATA chunks of 64 KiB, DONE carrying `mtime`),
+    as pieces of at most `max_batch` bytes: yields (piece, file bytes in it, ADB checksum or 0).
+
+    A reader thread reads the file into whole-request batches (and computes the checksums, which
+    numpy does without the GIL) ahead of the caller, which only sends: the disk read overlaps the
+    network write. Pieces may cut a request in two: sync is a byte stream over the ADB stream.
+    """
+    spec = f"{device_path},{0o100000 | mode}".encode("utf-8")
+    head = _SYNC_HDR.pack(b"SEND", len(spec)) + spec
+    per = max(1, min(SYNC_BATCH_CHUNKS, (max_batch - 16 - len(head)) // (SYNC_DATA_MAX + 8)))
+    q: queue.Queue = queue.Queue(SYNC_READ_AHEAD)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            with open(local, "rb", buffering=0) as f:
+                first, eof = True, False
+                while not eof:
+                    buf = bytearray((len(head) if first else 0) + per * (SYNC_DATA_MAX + 8) + 8)
+                    view = memoryview(buf)
+                    pos = 0
+                    if first:
+                        view[:len(head)] = head
+                        pos, first = len(head), False
+                    sizes = []
+                    for _ in range(per):
+                        n = f.readinto(view[pos + 8:pos + 8 + SYNC_DATA_MAX])
+                        if not n:
+                            eof = True
+                            break
+                        _SYNC_HDR.pack_into(buf, pos, b"DATA", n)
+                        pos += 8 + n
+                        sizes.append(n)
+                        if n < SYNC_DATA_MAX:  # a short read is the end of a regular file
+                            eof = True
+                            break
+                    if eof:
+                        _SYNC_HDR.pack_into(buf, pos, b"DONE", mtime & 0xFFFFFFFF)
+                        pos += 8
+                    nbytes = sum(sizes)
+                    for off in range(0, pos, max_batch):
+                        piece = view[off:min(pos, off + max_batch)]
+                        share = nbytes if off + max_batch >= pos else 0  # progress once per batch
+                        if not put((piece, share, checksum(piece) if checksum else 0)):
+                            return
+            put(None)
+        except BaseException as e:  # handed to the sender, which raises it
+            put(e)
+
+    t = threading.Thread(target=reader, name=f"sync-read {local.name}", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
 
 # Properties a device listing reports, and the names of the vendor SoC props (Android 12+).
 _SOC_VENDOR_NAMES = {"QTI": "qualcomm", "QUALCOMM": "qualcomm", "MEDIATEK": "mediatek", "MTK": "mediatek",
@@ -175,13 +257,15 @@ class Device(abc.ABC):
         self.serial = serial
         self._props: dict[str, str] | None = None
         self._lock = threading.RLock()
+        self._push_mtime = 0
 
     # ---- primitives --------------------------------------------------------------------------
     @abc.abstractmethod
     def _shell(self, command: str, timeout_s: float | None) -> ShellResult: ...
 
     @abc.abstractmethod
-    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None) -> None: ...
+    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
+              mtime: int | None = None) -> None: ...
 
     @abc.abstractmethod
     def _pull(self, device_path: str, local: Path, progress: ProgressFn | None) -> None: ...
@@ -191,6 +275,11 @@ class Device(abc.ABC):
 
     def close(self) -> None:
         pass
+
+    def reopen(self) -> "Device":
+        """A second, independent connection to the same device (for work that runs beside this
+        one's, e.g. hashing file N on the device while file N+1 is sent)."""
+        return type(self)(self.serial)
 
     def __enter__(self) -> "Device":
         return self
@@ -223,10 +312,13 @@ class Device(abc.ABC):
         return r.out
 
     def push(self, local: Path | str, device_path: PurePosixPath | str, mode: int = 0o644,
-             progress: ProgressFn | None = None) -> None:
-        """Send a host file to the device path (sync SEND). `progress(n)` gets bytes sent since last call."""
+             progress: ProgressFn | None = None, mtime: int | None = None) -> None:
+        """Send a host file to the device path (sync SEND). `progress(n)` gets bytes sent since last
+        call; `mtime` (default: the host file's, as adb push does) is what the device file gets."""
         with self._lock:
             try:
+                # Passed beside the call: subclasses (tests' wrappers) override _push(local, path, mode, progress).
+                self._push_mtime = int(Path(local).stat().st_mtime) if mtime is None else int(mtime)
                 self._push(Path(local), str(device_path), mode, progress)
             except (ConnectionError, OSError, EOFError) as e:
                 if isinstance(e, FileNotFoundError) and not Path(local).exists():

@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gemma4_common.errors import UserError
-from sdk_tools.devices.base import (SYNC_DATA_MAX, Device, DeviceCommandError, DeviceStat, ProgressFn,
-                                    ShellResult, parse_v2_stream)
+from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ShellResult,
+                                    parse_v2_stream, sync_send_batches)
 
 DEFAULT_PORT = 5037
 CONNECT_TIMEOUT_S = 5.0
+# A push writes the sync stream in batches of this size into a socket buffer that holds several:
+# the server always has the next packet's bytes ready when the device's OKAY arrives.
+PUSH_BATCH = 1 << 20
+SOCKET_BUFFER = 8 << 20
 _RC_MARK = "__g4m_rc="
 
 
@@ -203,17 +207,18 @@ class ServerDevice(Device):
     def _sync(self) -> socket.socket:
         return self.server.open_service(self.serial, "sync:")
 
-    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None) -> None:
-        with open(local, "rb") as f, self._sync() as sock:
-            sock.sendall(_sync_req(b"SEND", f"{device_path},{0o100000 | mode}".encode("utf-8")))
-            while True:
-                chunk = f.read(SYNC_DATA_MAX)
-                if not chunk:
-                    break
-                sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
-                if progress:
-                    progress(len(chunk))
-            sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
+    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
+              mtime: int | None = None) -> None:
+        with self._sync() as sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            except OSError:
+                pass  # the system's default buffer still works, only slower
+            for piece, nbytes, _check in sync_send_batches(local, device_path, mode, mtime if mtime is not None else self._push_mtime,
+                                                           PUSH_BATCH):
+                sock.sendall(piece)
+                if progress and nbytes:
+                    progress(nbytes)
             ident, n = struct.unpack("<4sI", _recv_exact(sock, 8))
             if ident == b"FAIL":
                 msg = _recv_exact(sock, n).decode("utf-8", "replace")

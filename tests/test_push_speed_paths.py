@@ -1,0 +1,195 @@
+"""The fast push paths: raw sync WRTEs over adb-shell TCP and batched sync through the real adb
+server (byte-identical), the verification stamp (a re-push hashes nothing; a same-size one-byte
+rewrite is re-verified and repaired), the host hash cache, cut-and-resume of a 64 MiB file, and the
+adb-shell private detail the TCP path depends on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from gemma4_common.fsutil import sha256_file
+from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, deploy
+from sdk_tools.devices.base import Device, DeviceOffline
+from sdk_tools.devices.server import AdbServer, ServerDevice
+from sdk_tools.devices.tcp import TcpDevice, _fast_checksum, negotiated_max_payload
+from test_deploy import device_file, make_bundle
+
+DEV_DIR = PurePosixPath("/data/local/tmp/g4m-fast")
+
+pytestmark = pytest.mark.usefixtures("isolated_device_env")
+
+
+class Counting:
+    """Wraps a Device: which final paths were hashed (the check; temporaries are the pushes' own
+    verification) and which paths were pushed."""
+
+    def __init__(self, dev: Device):
+        self.dev, self.hashed, self.pushed = dev, [], []
+        orig_sha, orig_push = dev.sha256, dev.push
+
+        def sha256(paths):
+            self.hashed += [str(p) for p in paths if not str(p).endswith(PART_SUFFIX)]
+            return orig_sha(paths)
+
+        def push(local, device_path, *a, **kw):
+            self.pushed.append(str(device_path))
+            return orig_push(local, device_path, *a, **kw)
+
+        dev.sha256, dev.push = sha256, push
+
+
+def _open(transport: str, request, emu):
+    if transport == "server":
+        adb = request.getfixturevalue("adb")
+        adb.connect(emu.serial)
+        server = AdbServer(port=int(adb.env["ANDROID_ADB_SERVER_PORT"]))
+        return lambda: ServerDevice(emu.serial, server)
+    return lambda: TcpDevice(emu.serial)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "server"])
+def test_push_repush_stamp_and_one_byte_rewrite(transport, request, emulator_factory, tmp_path, runner_file):
+    emu = emulator_factory("galaxy-s24")
+    open_dev = _open(transport, request, emu)
+    # Odd size: the last DATA chunk is short and a WRTE ends mid-request.
+    bundle = make_bundle(tmp_path, size=(5 << 20) + 12345, seed=5)
+    model = bundle / "model.litertlm"
+    with open_dev() as dev:
+        d1 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert {f.action for f in d1.files} == {"pushed"}
+        on_dev = device_file(emu, d1.model_path)
+        assert on_dev.read_bytes() == model.read_bytes()
+        assert device_file(emu, DEV_DIR / "litert_lm_main").read_bytes() == runner_file.read_bytes()
+        stamp = json.loads(device_file(emu, d1.bundle_dir / STAMP_NAME).read_text())
+        assert stamp["manifest"] == d1.manifest_hash and len(stamp["files"]) == 3
+        # The device file carries the host file's mtime (as adb push does): a later rewrite differs.
+        assert int(on_dev.stat().st_mtime) == int(model.stat().st_mtime)
+
+        # Re-push of the unchanged bundle: nothing sent, nothing hashed (the stamp proves it).
+        c = Counting(dev)
+        d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert d2.bytes_pushed == 0 and c.hashed == [] and c.pushed == []
+
+        # One byte rewritten on the device, same size, new mtime: re-verified and repaired.
+        bad = tmp_path / "bad.bin"
+        data = bytearray(model.read_bytes())
+        data[1000] ^= 0xFF
+        bad.write_bytes(bytes(data))
+        dev.push(bad, d1.model_path, mtime=int(model.stat().st_mtime) + 7)
+        assert device_file(emu, d1.model_path).stat().st_size == model.stat().st_size
+        c = Counting(dev)
+        d3 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert c.hashed == [str(d1.model_path)]  # only the file whose stat moved is hashed
+        assert [f.kind for f in d3.files if f.action == "pushed"] == ["model", "manifest"]
+        assert device_file(emu, d1.model_path).read_bytes() == model.read_bytes()
+
+        # The same rewrite with the old mtime restored: the inode/ctime still give it away.
+        dev.push(bad, d1.model_path, mtime=int(model.stat().st_mtime))
+        c = Counting(dev)
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert str(d1.model_path) in c.hashed
+        assert device_file(emu, d1.model_path).read_bytes() == model.read_bytes()
+
+        # A forged/damaged stamp proves nothing: everything is hashed, nothing sent.
+        dev.check_shell(f"echo garbage > {d1.bundle_dir / STAMP_NAME}", "damaging the stamp")
+        c = Counting(dev)
+        d5 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert d5.bytes_pushed == 0 and len(c.hashed) == 3
+        # --rehash ignores a good stamp.
+        c = Counting(dev)
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR, rehash=True)
+        assert len(c.hashed) == 3 and c.pushed == []
+
+
+def test_host_hashes_are_cached_by_stat(emulator_factory, tmp_path, runner_file, monkeypatch):
+    import sdk_tools.deploy as dep
+
+    emu = emulator_factory("galaxy-s24")
+    bundle = make_bundle(tmp_path, size=1 << 20, seed=9)
+    reads: list[str] = []
+    real = dep.sha256_file
+    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (reads.append(Path(p).name), real(p, *a))[1])
+    with TcpDevice(emu.serial) as dev:
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert "model.litertlm" in reads
+        reads.clear()
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert "model.litertlm" not in reads  # unchanged stat: not read again
+        model = bundle / "model.litertlm"
+        model.write_bytes(model.read_bytes())  # same bytes, new mtime/ctime: read again
+        reads.clear()
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert "model.litertlm" in reads
+
+
+@pytest.mark.parametrize("transport", ["tcp", "server"])
+def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, tmp_path, runner_file):
+    """A cut in the middle of a 64 MiB file: nothing partial at the final path; the next run keeps
+    the files already verified (runner) and sends the cut file again whole (resume is per file)."""
+    from gemma4_common.progress import Progress
+
+    emu = emulator_factory("galaxy-s25")
+    open_dev = _open(transport, request, emu)
+    bundle = make_bundle(tmp_path, size=64 << 20, seed=2)
+
+    class Cutter(Progress):
+        def __init__(self, dev):
+            super().__init__()
+            self.dev, self.done = dev, 0
+
+        def advance(self, amount):
+            self.done += amount
+            if self.done > 24 << 20:
+                if isinstance(self.dev, TcpDevice):
+                    self.dev.drop_connection()
+                else:
+                    raise ConnectionResetError("cable pulled")
+
+    dev = open_dev()
+    with pytest.raises((DeviceOffline, ConnectionError)):
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR, progress=Cutter(dev))
+    dev.close()
+    bdir = DEV_DIR / "bundles" / "synthetic"
+    assert not device_file(emu, bdir / "model.litertlm").exists()
+    assert not device_file(emu, bdir / "manifest.json").exists()
+    with open_dev() as dev:
+        c = Counting(dev)
+        d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert {f.kind: f.action for f in d.files} == {"runner": "unchanged", "model": "pushed",
+                                                        "manifest": "pushed"}
+        assert not any(p.endswith("litert_lm_main") for p in c.pushed)
+    assert sha256_file(device_file(emu, d.model_path)) == sha256_file(bundle / "model.litertlm")
+    leftovers = [p.name for p in device_file(emu, bdir).iterdir() if p.name.endswith(PART_SUFFIX)]
+    assert leftovers == []
+
+
+def test_raw_sync_uses_the_devices_max_payload(emulator_factory, tmp_path):
+    """The adb-shell private detail the TCP push depends on (fails loudly on an adb-shell upgrade),
+    and WRTEs as large as the device allows."""
+    emu = emulator_factory("galaxy-s24")
+    with TcpDevice(emu.serial) as dev:
+        assert negotiated_max_payload(dev._adb) == 1024 * 1024
+        src = tmp_path / "x.bin"
+        src.write_bytes(bytes(range(256)) * 9000)
+        calls = []
+        dev.push(src, "/data/local/tmp/x.bin", progress=calls.append)
+        assert device_file(emu, "/data/local/tmp/x.bin").read_bytes() == src.read_bytes()
+        assert sum(calls) == src.stat().st_size and len(calls) <= 3  # 2.3 MB in ~960 KiB WRTEs, not 64 KiB ones
+        # Shell still works on the same connection after the raw stream.
+        assert dev.shell("echo ok")[1].strip() == "ok"
+        # A refused push is a one-line error and leaves the connection usable.
+        with pytest.raises(Exception, match="refused the push"):
+            dev.push(src, "/system/x.bin")
+        assert dev.shell("echo still")[1].strip() == "still"
+
+
+def test_fast_checksum_matches_the_byte_sum():
+    import os
+
+    for n in (0, 1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 13):
+        b = os.urandom(n)
+        assert _fast_checksum(b) == sum(b) & 0xFFFFFFFF
+        assert _fast_checksum(memoryview(b)) == sum(b) & 0xFFFFFFFF
