@@ -185,6 +185,12 @@ def bench(device: Device, bundle_dir: Path | str, settings: BenchSettings, *, ru
                        "model": str(deployment.model_path), "notice": deployment.notice,
                        "bytes_pushed": deployment.bytes_pushed},
         "command": runner_command(deployment, inv),
+        # What the figures depend on: the CPU threads the runner was told to use (null: LiteRT-LM's
+        # own default, the same one `litert-lm benchmark` uses without --cpu-thread-count), the
+        # exact device command line, and each run's wall time including process start.
+        "threads": settings.threads,
+        "threads_source": "--threads" if settings.threads is not None else "runner default",
+        "runner_command": runner_command(deployment, inv),
         "warmup_runs": warm,
         "runs": runs,
         "summary": summary,

@@ -48,7 +48,15 @@ def test_bench_summary_and_results(emulator_factory, tmp_path, runner_file):
     assert res["device"]["model"] == "SM-S921U" and res["device"]["soc_model"] == "SM8650"
     assert res["settings"]["prefill"] == 32 and res["backend"] == "cpu"
     assert "--benchmark_prefill_tokens=32" in res["command"]
+    # The thread count and the runner's exact command are recorded.
+    assert res["threads"] is None and res["threads_source"] == "runner default"
+    assert res["runner_command"] == res["command"] and "litert_lm_main" in res["runner_command"]
     json.dumps(res)  # serialisable as is
+    with TcpDevice(emu.serial) as dev:
+        res = bench(dev, bundle, BenchSettings(prefill=32, decode=16, runs=1, warmup=0, threads=2),
+                    runner=runner_file)
+    assert res["threads"] == 2 and res["threads_source"] == "--threads"
+    assert "--num_cpu_threads=2" in res["runner_command"]
 
 
 def _deployed(emu, tmp_path, runner_file):

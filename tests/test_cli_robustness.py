@@ -300,12 +300,23 @@ def test_prompt_not_utf8_from_argv_and_stdin(e2b_int8_bundle, tmp_path):
     assert_one_line_error(res, "not valid utf-8")
 
 
-def test_huge_eval_item_is_refused_before_either_side_runs(tiny_e2b, e2b_int8_bundle, tmp_path):
+def test_huge_eval_item_is_skipped_with_a_note_before_either_side_runs(tiny_e2b, e2b_int8_bundle, tmp_path):
+    """Issue 15: an item the cache cannot hold is skipped (and said so in the report); exit 2 only
+    when nothing is left."""
     ev = tmp_path / "eval.jsonl"
-    ev.write_text(json.dumps({"prompt": "small", "target": " ok"}) + "\n"
-                  + json.dumps({"prompt": "the cat sat " * 50_000, "target": " end"}) + "\n")
-    res = cli("verify", e2b_int8_bundle, "--checkpoint", tiny_e2b, "--eval", ev)
-    assert_one_line_error(res, "evaluation item 2 needs", "more than the bundle's cache (1024)", "--limit")
+    huge = json.dumps({"prompt": "the cat sat " * 50_000, "target": " end"}) + "\n"
+    ev.write_text(json.dumps({"prompt": "small", "target": " ok"}) + "\n" + huge)
+    out = tmp_path / "report.json"
+    res = cli("verify", e2b_int8_bundle, "--checkpoint", tiny_e2b, "--eval", ev, "-o", out)
+    assert res.code in (0, 1), res.err  # evaluated (gates may pass or fail on one item)
+    report = json.loads(out.read_text())
+    assert report["eval"]["items"] == 1 and report["eval"]["given"] == 2 and report["eval"]["skipped"] == 1
+    assert report["eval"]["skipped_items"][0]["item"] == 2
+    assert any("1 of 2 evaluation items skipped" in n for n in report["summary"]["notes"])
+    only_huge = tmp_path / "huge.jsonl"
+    only_huge.write_text(huge)
+    res = cli("verify", e2b_int8_bundle, "--checkpoint", tiny_e2b, "--eval", only_huge)
+    assert_one_line_error(res, "no evaluation item fits the bundle's cache (1024)", "item 1 needs")
 
 
 # ---------------------------------------------------------------- output paths

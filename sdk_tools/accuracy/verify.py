@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -94,20 +94,63 @@ def reference_run(ref, items: Sequence[EvalItem], settings: VerifySettings, *, b
     return ReferenceRun(str(ref.checkpoint), list(items), out, bos, settings, ref, time.perf_counter() - t0)
 
 
+def _item_need(tokenize: Callable[[str], Sequence[int]], it: EvalItem, cache: int,
+               max_new_tokens: int) -> tuple[int, int, int] | None:
+    """(need, prompt, target) tokens of an item that cannot fit the cache; None when it fits."""
+    # a token covers at least one byte: a text of at most `cache` bytes needs no tokenizer run
+    if len(it.prompt.encode("utf-8", "surrogatepass")) + len(it.target.encode("utf-8", "surrogatepass")) \
+            + max_new_tokens + 1 <= cache:
+        return None
+    prompt, target = len(tokenize(it.prompt)), len(tokenize(it.target))
+    need = 1 + prompt + target + max_new_tokens
+    return (need, prompt, target) if need > cache else None
+
+
+def fit_items(tokenize: Callable[[str], Sequence[int]], items: Sequence[EvalItem], cache: int,
+              max_new_tokens: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """Which evaluation items fit the bundle's KV cache (BOS + prompt + target + --max-new-tokens):
+    their indices, and one record per item that does not, which is skipped (scoring a huge item
+    would try to allocate its whole attention on the PyTorch side: terabytes). Checked before
+    either side runs."""
+    keep, skipped = [], []
+    for i, it in enumerate(items):
+        over = _item_need(tokenize, it, cache, max_new_tokens)
+        if over is None:
+            keep.append(i)
+        else:
+            skipped.append({"item": i + 1, "kind": it.kind, "needs_tokens": over[0], "prompt_tokens": over[1],
+                            "target_tokens": over[2], "cache": cache})
+    return keep, skipped
+
+
+def skipped_note(skipped: Sequence[dict[str, Any]], total: int, cache: int, max_new_tokens: int) -> str | None:
+    if not skipped:
+        return None
+    worst = max(s["needs_tokens"] for s in skipped)
+    return (f"{len(skipped)} of {total} evaluation items skipped: they need more tokens than the bundle's cache "
+            f"({cache}; BOS + prompt + target + {max_new_tokens} new, up to {worst}); items "
+            + ", ".join(str(s["item"]) for s in skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
+
+
+def require_some_left(keep: Sequence[int], skipped: Sequence[dict[str, Any]], cache: int,
+                      max_new_tokens: int) -> None:
+    """Exit 2 only when nothing is left to evaluate."""
+    if keep:
+        return
+    first = skipped[0] if skipped else None
+    detail = (f": item {first['item']} needs {first['needs_tokens']} tokens (BOS, {first['prompt_tokens']} prompt, "
+              f"{first['target_tokens']} target, {max_new_tokens} new)") if first else ""
+    raise UserError(f"no evaluation item fits the bundle's cache ({cache}){detail}",
+                    "shorten the items (or --max-new-tokens), or convert with a longer --cache-length")
+
+
 def check_items_fit(tokenize: Callable[[str], Sequence[int]], items: Sequence[EvalItem], cache: int,
                     max_new_tokens: int) -> None:
-    """Refuse, before either side runs, an evaluation item that cannot fit the bundle's KV cache
-    (BOS + prompt + target + --max-new-tokens, as the check after the reference run counts): scoring
-    a huge item would try to allocate its whole attention on the PyTorch side (terabytes)."""
+    """Refuse an evaluation item that cannot fit the bundle's KV cache (for callers that need all)."""
     for n, it in enumerate(items, start=1):
-        # a token covers at least one byte: a text of at most `cache` bytes needs no tokenizer run
-        if len(it.prompt.encode("utf-8", "surrogatepass")) + len(it.target.encode("utf-8", "surrogatepass")) \
-                + max_new_tokens + 1 <= cache:
-            continue
-        prompt, target = len(tokenize(it.prompt)), len(tokenize(it.target))
-        need = 1 + prompt + target + max_new_tokens
-        if need > cache:
-            raise UserError(f"evaluation item {n} needs {need} tokens (BOS, {prompt} prompt, {target} target, "
+        over = _item_need(tokenize, it, cache, max_new_tokens)
+        if over is not None:
+            raise UserError(f"evaluation item {n} needs {over[0]} tokens (BOS, {over[1]} prompt, {over[2]} target, "
                             f"{max_new_tokens} new), more than the bundle's cache ({cache})",
                             "shorten that item (or --max-new-tokens), leave it out with --limit, "
                             "or convert with a longer --cache-length")
@@ -190,22 +233,39 @@ def verify_host(bundle_dir: Path | str, checkpoint: Path | str, items: Sequence[
     cls, g = gates_lib.gates_for(_bundle_info(bundle_dir, manifest)["recipe"], overrides)
     source_match, source_note = _source_check(manifest, checkpoint)
     cache = int((manifest.get("export") or {}).get("cache_length") or 1024)
-    longest = 0
+    items = list(items)
+    total = len(items)
     with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
-        check_items_fit(eng.tokenize, items, cache, settings.max_new_tokens)
+        keep, skipped = fit_items(eng.tokenize, items, cache, settings.max_new_tokens)
+        require_some_left(keep, skipped, cache, settings.max_new_tokens)
+        if reference is not None and len(reference.items) == total and len(reference.results) == total:
+            reference = replace(reference, items=[reference.items[i] for i in keep],
+                                results=[reference.results[i] for i in keep])
+        items = [items[i] for i in keep]
         if reference is None or reference.reference is None:
             with progress.step("load PyTorch checkpoint"):
                 ref = load_reference(checkpoint)
             bos = ref.bos_token_id is not None and list(eng.tokenize(ref.tokenizer.bos_token)) == [ref.bos_token_id]
             reference = reference_run(ref, items, settings, bos=bos, progress=progress)
         rr = reference
-        longest = max(len(r.ids) for r in rr.results) + settings.max_new_tokens
-        if longest > cache:
-            raise UserError(f"an evaluation item needs {longest} tokens, more than the bundle's cache ({cache})",
-                            "use shorter prompts/targets or --max-new-tokens, or convert with a longer --cache-length")
+        # Counted with the reference's own tokenizer: an item may still not fit.
+        fits = [k for k, r in enumerate(rr.results) if len(r.ids) + settings.max_new_tokens <= cache]
+        for k, r in enumerate(rr.results):
+            if k not in fits:
+                it = rr.items[k]
+                given = keep[k] + 1 if len(rr.results) == len(keep) else k + 1  # numbered as given
+                skipped.append({"item": given, "kind": it.kind,
+                                "needs_tokens": len(r.ids) + settings.max_new_tokens, "prompt_tokens": None,
+                                "target_tokens": r.n_target, "cache": cache})
+        if len(fits) < len(rr.results):
+            require_some_left(fits, skipped, cache, settings.max_new_tokens)
+            rr = replace(rr, items=[rr.items[k] for k in fits], results=[rr.results[k] for k in fits])
         results = _bundle_side(eng, rr.items, rr, settings, progress)
     summary = metrics.summarize(results).to_dict()
     notes = [KL_NOTE]
+    skip_note = skipped_note(skipped, total, cache, settings.max_new_tokens)
+    if skip_note:
+        notes.append(skip_note)
     if source_note:
         notes.append(source_note)
     if not rr.bos:
@@ -222,7 +282,8 @@ def verify_host(bundle_dir: Path | str, checkpoint: Path | str, items: Sequence[
         "bundle": _bundle_info(bundle_dir, manifest),
         "checkpoint": str(checkpoint),
         "source_match": source_match,
-        "eval": {"items": len(results), "kinds": sorted({i.kind for i in rr.items if i.kind})},
+        "eval": {"items": len(results), "kinds": sorted({i.kind for i in rr.items if i.kind}),
+                 "given": total, "skipped": len(skipped), "skipped_items": skipped, "skipped_note": skip_note},
         "settings": asdict(settings),
         "recipe_class": cls,
         "gates": asdict(g),
@@ -295,8 +356,15 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
     items = list(items)
     from on_device.engine import HostEngine
 
+    total = len(items)
     with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
-        check_items_fit(eng.tokenize, items, cache, settings.max_new_tokens)
+        keep, skipped = fit_items(eng.tokenize, items, cache, settings.max_new_tokens)
+    require_some_left(keep, skipped, cache, settings.max_new_tokens)
+    if reference is not None and len(reference.items) == total and len(reference.results) == total:
+        reference = replace(reference, items=[reference.items[i] for i in keep],
+                            results=[reference.results[i] for i in keep])
+    items = [items[i] for i in keep]
+    skip_note = skipped_note(skipped, total, cache, settings.max_new_tokens)
 
     with opener(serial) as dev:
         dev_texts, dev_info = _device_generations(dev, bundle_dir, items, settings, cache, runner, backend, progress)
@@ -356,7 +424,8 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
         "checkpoint": str(checkpoint) if checkpoint else None,
         "device": dev_info,
         "reference": ref_info,
-        "eval": {"items": len(items)},
+        "eval": {"items": len(items), "given": total, "skipped": len(skipped), "skipped_items": skipped,
+                 "skipped_note": skip_note},
         "settings": asdict(settings),
         "recipe_class": cls,
         "gates": asdict(g),
@@ -421,6 +490,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             if not p["match"]:
                 lines.append(f"  prompt {p['index']}: first divergence at token {p['first_divergence']}: "
                              f"device {p['device'][:50]!r} vs reference {p['reference'][:50]!r}")
+    if (report.get("eval") or {}).get("skipped_note"):
+        lines.append("note: " + report["eval"]["skipped_note"])
     for c in report["gate_results"]:
         r = gates_lib.GateResult(**c)
         lines.append(("PASS " if r.passed else "FAIL ") + r.line())
