@@ -127,8 +127,8 @@ def main() -> int:
     print(f"binding efficiency (wall tok/s / engine's own): kotlin/JNA {k['tps'] / k['engine_tps']:.3f}  "
           f"python {p['tps'] / p['engine_tps']:.3f}")
     kr = [row for res in kt for row in res["runs"]]
-    per_token_us = statistics.median((r["decode_wall_s"] - r["decode_tokens"] / r["engine_decode_tps"]) / r["decode_tokens"]
-                                     for r in kr) * 1e6
+    per_token_us = statistics.median(
+        (r["decode_wall_s"] - r["decode_tokens"] / r["engine_decode_tps"]) / r["decode_tokens"] for r in kr) * 1e6
     print(f"kotlin/JNA streaming cost: decode wall (start of decoding to last chunk, seen by the caller) minus "
           f"the engine's own decode time = {per_token_us:.2f} us per token (median)")
     print(f"engine init s (2nd open):       kotlin/JNA {k['init_s']:.4f}  python {p['init_s']:.4f}  "

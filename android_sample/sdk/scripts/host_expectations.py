@@ -1,8 +1,9 @@
 """Expected texts for the Kotlin SDK's JUnit tests, from the Python host engine in the same CI run:
 the tiny e2b int8 bundle from the test cache, and each demo prompt's greedy answer exactly as
 `sdk_tools.demo` computes it (rendered with on_device.agent.format, 48 tokens, cut at the first
-stop marker). Writes one JSON file: {"bundle", "library", "max_num_tokens", "max_new_tokens", "cases", "agent"}; the agent part is
-the Python AgentLoop's run of the weather question with the toy tools on the same engine.
+stop marker). Writes one JSON file: {"bundle", "library", "max_num_tokens", "max_new_tokens",
+"cases", "agent"}; the agent part is the Python AgentLoop's run of the weather question with the
+toy tools on the same engine.
 
 Usage: .venv/bin/python android_sample/sdk/scripts/host_expectations.py OUT.json
 """
@@ -28,7 +29,8 @@ def main(out: Path) -> None:
     from gemma4_common.fsutil import atomic_write_text
     from on_device.agent.format import Message, STOP_SEQUENCES, render_prompt
     from on_device.engine import HostEngine
-    from sdk_tools.demo import DEMO_PROMPTS, _strip_stop
+    from on_device.agent.host import cut_at_stop
+    from sdk_tools.demo import DEMO_PROMPTS
     from on_device.agent.host import HostTextEngine
     from on_device.agent.loop import AgentLoop, ToolRegistry
     from sdk_tools.tinymodels.build import build_tiny, cached_bundles
@@ -41,7 +43,9 @@ def main(out: Path) -> None:
         for p in DEMO_PROMPTS:
             rendered = render_prompt([Message("user", p)], add_bos=False)
             g = eng.generate(rendered, MAX_NEW_TOKENS, stop=STOP_SEQUENCES)
-            cases.append({"prompt": p, "rendered": rendered, "response": _strip_stop(g.text),
+            # As sdk_tools.demo reports it: cut at the first stop marker, the marker left out.
+            response = cut_at_stop(g.text, STOP_SEQUENCES, keep=False)[0]
+            cases.append({"prompt": p, "rendered": rendered, "response": response,
                           "tokens": len(eng.tokenize(rendered))})
         # The agent on the same engine with the toy tools (the Kotlin test declares its own copies).
         tools = ROOT / "on_device" / "agent" / "examples" / "toy_tools.py"
