@@ -1,9 +1,10 @@
 """Overhead of benchmarking through the device path: decode (and prefill) tok/s reported by
-`gemma4-mobile bench` through the reference emulator next to LiteRT-LM's own benchmark run
-directly on the host (`on_device.engine.benchmark`, a fresh process per run as the device runner
-gets), same bundle, same settings, same run.
+`gemma4-mobile bench` through the reference emulator next to LiteRT-LM's own CLI, `litert-lm
+benchmark`, run directly on the host (what a user would compare with), and next to LiteRT-LM's
+Python benchmark in a fresh process without a warm-up run (the shape of one device runner call);
+same bundle, same prefill/decode, same thread setting, alternating runs in one script.
 
-    python benchmarks/bench_overhead.py [--bundle DIR] [--prefill 128 --decode 64 --runs 5 --warmup 1]
+    python benchmarks/bench_overhead.py [--bundle DIR] [--prefill 32 --decode 128 --runs 5 --warmup 1]
 
 Without --bundle it uses the tiny e2b int8 bundle the tests build (cached under
 ~/.cache/gemma4-mobile). The two sides alternate so that load on the machine hits both alike.
@@ -26,8 +27,9 @@ from benchmarks._common import background_emulator, clean_env, g4m_command, run_
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
-    ap.add_argument("--prefill", type=int, default=128)
-    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--prefill", type=int, default=32)
+    ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every side (default: LiteRT-LM's)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--profile", default="galaxy-s24")
@@ -58,37 +60,62 @@ def main() -> int:
                 out = work / "results"
                 _, r = run_timed([*g4m, "bench", str(a.bundle), "--device", rec.serial, "--prefill", str(a.prefill),
                                   "--decode", str(a.decode), "--runs", str(runs), "--warmup", str(warmup),
-                                  "--runner", str(runner), "--out", str(out), "--json"], env,
+                                  "--runner", str(runner), "--out", str(out), "--json",
+                                  *(["--threads", str(a.threads)] if a.threads else [])], env,
                                  what="gemma4-mobile bench")
                 path = json.loads(r.stdout)["results"][rec.serial]["file"]
-                return json.loads(Path(path).read_text())["runs"]
+                res = json.loads(Path(path).read_text())
+                commands.add(f"{res['runner_command']}  (threads: {res['threads_source']})")
+                return res["runs"]
+
+            cli = Path(sys.executable).with_name("litert-lm")
+
+            def cli_side() -> dict:
+                # `litert-lm benchmark` as a user runs it: its own warm-up run, then the measured one.
+                _, r = run_timed([str(cli), "benchmark", str(model), "-p", str(a.prefill), "-d", str(a.decode),
+                                  *(["--cpu-thread-count", str(a.threads)] if a.threads else [])], env,
+                                 what="litert-lm benchmark")
+                text = r.stdout.decode() + r.stderr.decode()
+                got = {}
+                for key, label in (("prefill_tps", "Prefill speed"), ("decode_tps", "Decode speed"),
+                                   ("ttft_s", "Time to first token")):
+                    for line in text.splitlines():
+                        if line.strip().startswith(label):
+                            got[key] = float(line.split(":", 1)[1].split()[0])
+                return got
 
             def host_side() -> dict:
                 # A fresh process per run, as the device runner gets, so that neither side inherits state
                 # (thread pools of libraries this script imported) from the other.
                 code = ("import json,sys; from on_device.engine import benchmark; "
                         "s = benchmark(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "
-                        "max_num_tokens=int(sys.argv[2]) + int(sys.argv[3]) + 8); "
+                        "max_num_tokens=int(sys.argv[2]) + int(sys.argv[3]) + 8, "
+                        "threads=(int(sys.argv[4]) or None)); "
                         "print(json.dumps({'decode_tps': s.decode_tps, 'prefill_tps': s.prefill_tps, "
                         "'ttft_s': s.ttft_s}))")
-                _, r = run_timed([sys.executable, "-c", code, str(model), str(a.prefill), str(a.decode)], env,
+                _, r = run_timed([sys.executable, "-c", code, str(model), str(a.prefill), str(a.decode),
+                                  str(a.threads or 0)], env,
                                  what="host benchmark")
                 return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
+            commands: set[str] = set()
             device_side(1, 0)  # deploy once; the measured calls find everything unchanged
             for _ in range(a.warmup):
                 host_side()
-            dev_runs, host_runs = [], []
-            for _ in range(a.runs):  # alternate: one device run, one host run
+                cli_side()
+            dev_runs, host_runs, cli_runs = [], [], []
+            for _ in range(a.runs):  # alternate: device, CLI, fresh-process API
                 dev_runs += device_side(1, 0)
+                cli_runs.append(cli_side())
                 host_runs.append(host_side())
 
-            for key, name, f in (("decode_tps", "decode tok/s", "10.1f"), ("prefill_tps", "prefill tok/s", "10.1f"),
-                                 ("ttft_s", "TTFT s", "10.4f")):
+            print("runner command: " + "; ".join(sorted(commands)))
+            for key, name, f in (("decode_tps", "decode tok/s", "9.1f"), ("prefill_tps", "prefill tok/s", "9.1f")):
                 d = statistics.median(r[key] for r in dev_runs)
+                c = statistics.median(r[key] for r in cli_runs if key in r)
                 h = statistics.median(r[key] for r in host_runs)
-                print(f"{name:<14} gemma4-mobile bench via emulator: {d:{f}}   LiteRT-LM benchmark on host: {h:{f}}"
-                      f"   ratio {d / h:.3f}")
+                print(f"{name:<14} gemma4-mobile bench via emulator {d:{f}} | `litert-lm benchmark` on host {c:{f}}"
+                      f" ratio {d / c:.3f} | fresh-process LiteRT-LM benchmark, no warm-up {h:{f}} ratio {d / h:.3f}")
         return 0
 
 

@@ -5,7 +5,16 @@ from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceInfo, Devi
                                     ShellResult)
 from sdk_tools.devices.discovery import list_devices, open_device, resolve_serials
 from sdk_tools.devices.server import AdbServer, ServerDevice
-from sdk_tools.devices.tcp import TcpDevice
+
+
+def __getattr__(name: str):
+    # adb-shell (and asyncio) load when a TCP device is first used, not with the package.
+    if name == "TcpDevice":
+        from sdk_tools.devices.tcp import TcpDevice
+
+        return TcpDevice
+    raise AttributeError(name)
+
 
 __all__ = ["AdbServer", "Device", "DeviceCommandError", "DeviceInfo", "DeviceOffline", "DeviceStat",
            "ServerDevice", "ShellResult", "TcpDevice", "list_devices", "open_device", "resolve_serials"]

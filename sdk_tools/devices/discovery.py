@@ -15,7 +15,19 @@ from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_write_text
 from sdk_tools.devices.base import Device, DeviceInfo
 from sdk_tools.devices.server import AdbServer, ServerDevice, ServerDeviceEntry
-from sdk_tools.devices.tcp import TcpDevice, is_tcp_serial
+
+
+def is_tcp_serial(serial: str) -> bool:
+    host, sep, port = serial.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
+def TcpDevice(serial: str, **kw) -> Device:  # noqa: N802 - the class, imported when first needed
+    """adb-shell (and its asyncio) load only when a TCP device is opened: a command through the adb
+    server, or one that finds nothing to do, starts faster."""
+    from sdk_tools.devices.tcp import TcpDevice as cls
+
+    return cls(serial, **kw)
 
 PROBE_TIMEOUT_S = 3.0
 APP_DIR = "/data/local/tmp"

@@ -13,7 +13,6 @@ import socket
 import struct
 from pathlib import Path
 
-import numpy as np
 from adb_shell import adb_device as _adb_device_mod
 from adb_shell import adb_message as _adb_message
 from adb_shell import constants as _adb_constants
@@ -35,6 +34,8 @@ def _fast_checksum(data) -> int:
     n = len(data)
     if n < 4096:
         return sum(data) & 0xFFFFFFFF
+    import numpy as np  # here: a command that moves no large payload never pays its import
+
     a = np.frombuffer(data, dtype=np.uint8)
     body = n - n % 4096
     total = int(a[:body].reshape(-1, 4096).sum(axis=1, dtype=np.uint32).sum(dtype=np.uint64))
