@@ -12,8 +12,10 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gemma4_common.errors import UserError
 
 from . import protocol as P
 from .auth import AuthorizedKeys, new_token, parse_android_pubkey
@@ -58,6 +60,9 @@ class EmulatorConfig:
     packet_timeout_s: float = 60.0
     features: tuple[str, ...] = FEATURES
     serialno: str | None = None
+    # "android": shell sessions run Android's real userland (mksh + toybox) in a bubblewrap
+    # sandbox (sandbox.py); "interpreter": the built-in shell (shell.py).
+    userland: str = field(default_factory=lambda: os.environ.get("G4M_EMULATOR_USERLAND", "interpreter"))
 
 
 class StreamClosed(Exception):
@@ -231,6 +236,9 @@ class Connection:
             self._streams.clear()
         for s in streams:
             s.on_remote_close()
+        reverses = getattr(self.server.device, "reverses", None)
+        if reverses is not None:
+            reverses.remove_all(self)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -259,6 +267,8 @@ class Connection:
             s = self._stream(h)
             if s is not None:
                 s.on_data(payload)
+        elif cmd in (P.A_OKAY, P.A_CLSE) and self._answer_to_open(h):
+            pass
         elif cmd == P.A_OKAY:
             s = self._stream(h)
             if s is not None:
@@ -353,8 +363,45 @@ class Connection:
         else:
             raise P.ProtocolError(f"unknown AUTH type {h.arg0}")
 
+    def open_to_host(self, name: str, timeout_s: float = 10.0) -> "Stream | None":
+        """A stream the device opens towards the host (`adb reverse`: OPEN tcp:PORT); None when
+        the host refuses it."""
+        local_id = next(self._ids)
+        stream = Stream(self, local_id, 0, name)
+        stream.pending = threading.Event()
+        with self._streams_lock:
+            self._streams[local_id] = stream
+        try:
+            self.send(P.A_OPEN, local_id, 0, name.encode() + b"\0")
+        except StreamClosed:
+            self.forget(stream)
+            return None
+        stream.pending.wait(timeout_s)
+        if not stream.remote_id or stream.closed:
+            self.forget(stream)
+            return None
+        return stream
+
+    def _answer_to_open(self, h: P.Header) -> bool:
+        """OKAY or CLSE for a stream we opened (its remote id still unknown): consumed here."""
+        with self._streams_lock:
+            s = self._streams.get(h.arg1)
+        pending = getattr(s, "pending", None) if s is not None else None
+        if pending is None or pending.is_set():
+            return False
+        if h.command == P.A_OKAY and h.arg0:
+            s.remote_id = h.arg0
+        else:
+            self.forget(s)
+            s.on_remote_close()
+        pending.set()
+        return True
+
     def _on_open(self, h: P.Header, payload: bytes) -> None:
-        from .services import find_service
+        if getattr(self.server.device, "userland", None) is not None:
+            from .userland_services import find_userland_service as find_service
+        else:
+            from .services import find_service
 
         name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         remote_id = h.arg0
@@ -403,6 +450,13 @@ class EmulatorServer:
         self.props = dict(prof.props)
         self.device = Device(self.fs, prof, self.props, run_runner=runner or default_runner)
         self.keys = AuthorizedKeys(config.authorized_keys)
+        if config.userland not in ("android", "interpreter"):
+            raise UserError(f"unknown userland {config.userland!r}", "use android or interpreter")
+        self.userland = None
+        if config.userland == "android":
+            from .sandbox import check_available
+
+            check_available()  # one line with the fix where bubblewrap cannot run: no fall-back
         self.running = False
         self._sock: socket.socket | None = None
         self._conns: set[Connection] = set()
@@ -440,6 +494,8 @@ class EmulatorServer:
         self.props["ro.serialno"] = f"{self.props.get('ro.serialno', 'G4M')}{self.port}"
         self.props["service.adb.tcp.port"] = str(self.port)
         self._prepare_fs()
+        if self.config.userland == "android":
+            self._start_userland()
         self._sock.listen(64)
         self.running = True
         self._thread = threading.Thread(target=self._accept_loop, name=f"adbd-{self.port}", daemon=True)
@@ -469,6 +525,19 @@ class EmulatorServer:
         self.drop_connections()
         if self._thread is not None:
             self._thread.join(5)
+        if self.userland is not None:
+            self.userland.close()
+
+    def _start_userland(self) -> None:
+        from .sandbox import DeviceUserland
+        from .userland_services import Reverses
+
+        fs = self.fs
+        identity = {name: fs.read_bytes(f"/proc/{name}") for name in ("meminfo", "cpuinfo", "version")}
+        cache = Path(os.environ.get("GEMMA4_MOBILE_HOME") or Path.home() / ".cache" / "gemma4-mobile") / "userland"
+        self.userland = DeviceUserland(fs, self.config.profile, self.props, self.device.run_runner, cache, identity)
+        self.device.userland = self.userland
+        self.device.reverses = Reverses(self.userland)
 
     def drop_connections(self) -> None:
         """Cut every ADB connection, as a pulled cable would; the server keeps listening."""

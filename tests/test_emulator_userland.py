@@ -1,0 +1,331 @@
+"""The emulator running Android's real userland (mksh + toybox in a bubblewrap sandbox, as uid
+shell; on_device/emulator/sandbox.py), tried the way Android's own adb device tests try a phone:
+with Debian's adb and with adb-shell, over loopback. Plus the sandbox's security cases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from adb_shell.adb_device import AdbDevice
+
+from gemma4_common.errors import UserError
+from on_device.emulator import sandbox
+from sdk_tools.devices.tcp import _Transport
+
+pytestmark = pytest.mark.usefixtures("isolated_adb_key")
+TMP = "/data/local/tmp"
+
+
+def _sandbox_works() -> str:
+    try:
+        sandbox.check_available()
+        return ""
+    except UserError as e:
+        return e.one_line()
+
+
+if _sandbox_works():
+    pytest.skip(f"no Android userland here: {_sandbox_works()}", allow_module_level=True)
+
+
+def _device(port: int) -> AdbDevice:
+    dev = AdbDevice(_Transport("127.0.0.1", port), default_transport_timeout_s=30)
+    dev.connect(rsa_keys=None, auth_timeout_s=5)
+    return dev
+
+
+@pytest.fixture(scope="module")
+def phone(tmp_path_factory):
+    from conftest_emulator import make_emulator
+
+    emu = make_emulator(tmp_path_factory.mktemp("userland") / "root", userland="android")
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def dev(phone):
+    d = _device(phone.port)
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def serial(adb, phone):
+    adb.connect(phone.serial)
+    yield phone.serial
+    adb.run("disconnect", phone.serial)
+
+
+# ---- what a phone's shell does ---------------------------------------------------------------------
+def test_android_commands_as_on_a_phone(dev):
+    out = dev.shell("dd if=/dev/urandom of=/data/local/tmp/r bs=1m count=2 2>/dev/null; stat -c %s /data/local/tmp/r; "
+                    "id -un; id -u; echo pid=$$; ps -A -o PID,NAME | grep -c .; "
+                    "trap 'echo trapped' EXIT; echo 'line one' | { read a b; echo \"$b\"; }; "
+                    "cat /proc/uptime | grep -c '^[0-9.]* [0-9.]*$'; uname -m; uname -a; which toybox dd sh")
+    lines = out.splitlines()
+    assert lines[0] == str(2 << 20)
+    assert lines[1:3] == ["shell", "2000"]
+    pid = int(lines[3].split("=")[1])
+    assert pid < 100  # its own PID namespace: not the emulator's host PID
+    assert 2 <= int(lines[4]) < 30  # ps sees device processes only
+    assert lines[5] == "one"
+    assert lines[6] == "1"
+    assert lines[7] == "aarch64"
+    assert lines[8].startswith("Linux ") and lines[8].endswith(" aarch64 Toybox")
+    assert lines[9:12] == ["/system/bin/toybox", "/system/bin/dd", "/system/bin/sh"]
+    assert dev.shell("nproc").strip() == "8"  # the profile's CPUs, not the host's
+    assert lines[-1] == "trapped"
+
+
+def test_file_modes_are_enforced_by_the_kernel(dev):
+    out = dev.shell(f"cd {TMP} && echo secret > locked && chmod a-rwx locked && ls -l locked | cut -c1-10; "
+                    "cat locked; echo rc=$?; chmod 600 locked; cat locked")
+    assert out.splitlines()[0] == "----------"
+    assert "Permission denied" in out and "rc=1" in out and out.endswith("secret\n")
+
+
+def test_identity_from_the_profile(dev, phone):
+    prof = phone.config.profile
+    out = dev.shell("grep MemTotal /proc/meminfo; grep -c ^processor /proc/cpuinfo; getprop ro.soc.model; "
+                    "getprop init.svc.adbd; getprop ro.nonexistent fallback; setprop debug.g4m.x 42; echo set=$?; "
+                    "getprop debug.g4m.x; setprop ro.soc.model X 2>&1; echo ro=$?; getprop ro.soc.model; "
+                    "getprop | grep -c '^\\[ro.product.model\\]: '")
+    lines = out.splitlines()
+    assert lines[0].split()[1] == str(prof.ram_bytes // 1024)
+    assert int(lines[1]) == prof.cpu_count
+    assert lines[2] == prof.soc_model and lines[3] == "running" and lines[4] == "fallback"
+    assert lines[5:7] == ["set=0", "42"]
+    assert "Failed to set property 'ro.soc.model'" in lines[7] and "ro=1" in out
+    assert lines[-2] == prof.soc_model and lines[-1] == "1"
+    assert phone.props["debug.g4m.x"] == "42"  # one property store: the emulator sees it too
+
+
+def test_df_reports_the_profile_storage(dev, phone):
+    out = dev.shell(f"df -k {TMP}")
+    row = out.splitlines()[-1].split()
+    assert int(row[1]) == phone.config.profile.storage_bytes // 1024 and row[-1] == "/data"
+
+
+# ---- Debian's adb ----------------------------------------------------------------------------------
+def test_debian_adb_exit_codes_stderr_stdin_and_pty(adb, serial):
+    r = adb.run("-s", serial, "shell", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
+    r = adb.run("-s", serial, "shell", "cat", input=b"piped\n")
+    assert r.stdout == b"piped\n"
+    r = adb.run("-s", serial, "shell", "-T", "tty; echo $?")
+    assert r.stdout == b"not a tty\n1\n"
+    r = adb.run("-s", serial, "shell", "-t", "-t", "tty; stty size")
+    text = r.stdout.decode()
+    assert text.startswith("/dev/pts/") and "\r\n" in text  # a real PTY (ONLCR)
+
+
+def test_debian_adb_push_pull_links_and_unicode(adb, serial, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "ünïcødé ✓.txt").write_bytes(b"unicode\n")
+    (tree / "blob").write_bytes(os.urandom(300_000))
+    r = adb.run("-s", serial, "push", str(tree), f"{TMP}/tree")
+    assert r.returncode == 0, r.stderr
+    r = adb.run("-s", serial, "shell", f"cat '{TMP}/tree/sub/ünïcødé ✓.txt'; ln -s sub {TMP}/tree/link; ls {TMP}/tree/link/")
+    assert r.stdout.decode() == "unicode\nünïcødé ✓.txt\n"
+    back = tmp_path / "back"
+    r = adb.run("-s", serial, "pull", f"{TMP}/tree/blob", str(back))
+    assert r.returncode == 0 and back.read_bytes() == (tree / "blob").read_bytes()
+
+
+def _echo_server() -> tuple[socket.socket, int]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                data = c.recv(1024)
+                c.sendall(b"echo:" + data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_adb_forward_reaches_a_device_server(adb, serial):
+    from on_device.emulator.server import free_port
+
+    dport, hport = 7101, free_port()
+    # A device-side echo server, started by one shell, reachable through `adb forward`.
+    server = threading.Thread(target=adb.run, args=("-s", serial, "shell", f"toybox nc -s 127.0.0.1 -p {dport} -l cat"),
+                              kwargs={"timeout": 30}, daemon=True)
+    server.start()
+    r = adb.run("-s", serial, "forward", f"tcp:{hport}", f"tcp:{dport}")
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 10
+        got = b""
+        while time.monotonic() < deadline and not got:
+            with socket.create_connection(("127.0.0.1", hport), timeout=5) as s:
+                s.sendall(b"ping\n")  # no half-close: ADB's CLSE closes both ways
+                got = s.recv(100)
+            if not got:
+                time.sleep(0.1)  # the device server was not listening yet
+        assert got == b"ping\n"
+    finally:
+        adb.run("-s", serial, "forward", "--remove", f"tcp:{hport}")
+    server.join(15)
+
+
+def test_adb_reverse_round_trip(adb, serial):
+    srv, hport = _echo_server()
+    try:
+        r = adb.run("-s", serial, "reverse", "tcp:7201", f"tcp:{hport}")
+        assert r.returncode == 0, r.stderr
+        r = adb.run("-s", serial, "reverse", "--list")
+        assert f"tcp:7201 tcp:{hport}" in r.stdout.decode()
+        # stdin stays open until the answer came: ADB streams have no half-close (CLSE ends both ways)
+        r = adb.run("-s", serial, "shell", "(echo hi; sleep 1) | toybox nc 127.0.0.1 7201")
+        assert r.stdout == b"echo:hi\n", r
+        r = adb.run("-s", serial, "reverse", "--remove-all")
+        assert r.returncode == 0
+        assert adb.run("-s", serial, "reverse", "--list").stdout.strip() == b""
+    finally:
+        srv.close()
+
+
+# ---- security --------------------------------------------------------------------------------------
+@pytest.fixture
+def host_secret(tmp_path):
+    d = tmp_path / "host"
+    d.mkdir()
+    (d / "secret.txt").write_bytes(b"HOST-SECRET-u14\n")
+    return d
+
+
+def test_no_host_path_is_reachable(dev, host_secret):
+    s = host_secret / "secret.txt"
+    out = dev.shell(f"cd {TMP}; cat {s}; cat ../../../../../../..{s}; ln -sf {s} l; cat l; ln -sf ../../../../../..{s} l2;"
+                    f" cat l2; cat /proc/1/root{s}; cat /proc/self/root{s}; ls /proc/1/root/ /proc/self/root/; "
+                    f"ls {host_secret}; cat /etc/shadow /root/.bashrc; ls /usr/bin /home 2>&1 | head -3; echo end 2>&1")
+    assert "HOST-SECRET" not in out and "secret.txt" not in out.replace(str(s), "")
+    # the sandbox root is the device root (plus the loader's libs), not the host's
+    listing = dev.shell("ls /")
+    assert set(listing.split()) <= {"data", "dev", "etc", "lib", "lib64", "proc", "sdcard", "storage", "system",
+                                    "usr", "vendor", "odm", "product", "apex", "mnt", "acct", "config", "cache"}
+
+
+def test_writes_outside_data_and_sdcard_fail(dev, phone):
+    out = dev.shell("for p in /x /system/x /system/bin/x /vendor/x /proc/x /etc/x; do touch $p 2>/dev/null && echo WROTE $p; done;"
+                    " touch /data/local/tmp/ok /sdcard/ok && echo ok")
+    assert "WROTE" not in out and out.strip() == "ok"
+    assert not (phone.fs.root / "x").exists() and not (phone.fs.root / "system" / "x").exists()
+
+
+def test_host_loopback_is_unreachable_without_a_forward(dev):
+    srv, port = _echo_server()
+    try:
+        out = dev.shell(f"echo hi | toybox nc -w 2 127.0.0.1 {port}; echo rc=$?")
+        assert "echo:" not in out and "rc=1" in out
+    finally:
+        srv.close()
+
+
+def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
+    if not phone.userland.cgroups:
+        pytest.skip("no cgroup for the device processes here (not root)")
+    a, b = _device(phone.port), _device(phone.port)
+    box: list[str] = []
+    bomb = threading.Thread(target=lambda: box.append(a.shell(
+        "timeout 8 sh -c 'while :; do sleep 99 & done' 2>/dev/null; echo bounded", timeout_s=60)))
+    try:
+        bomb.start()
+        time.sleep(3)
+        pids = [int((g / "pids.current").read_text()) for g in phone.userland.cgroups if g.parent.name == "pids"]
+        assert pids and pids[0] <= sandbox.DEVICE_PIDS_MAX
+        assert b.shell("echo alive; ls /data >/dev/null && echo forks") == "alive\nforks\n"  # others still fork
+        bomb.join(60)
+        assert box == ["bounded\n"]
+    finally:
+        b.shell("pkill -x sleep")
+        a.close()
+        b.close()
+
+
+def test_a_session_whose_host_goes_away_gets_sighup(phone):
+    a = _device(phone.port)
+    t = threading.Thread(target=lambda: _swallow(a.shell, "sleep 987", timeout_s=10), daemon=True)
+    t.start()
+    b = _device(phone.port)
+    try:
+        deadline = time.monotonic() + 10
+        while "sleep 987" not in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        a._io_manager._transport.close()  # the host side goes away without closing the stream
+        deadline = time.monotonic() + 10
+        while "sleep 987" in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "sleep 987" not in b.shell("ps -A -o ARGS")
+    finally:
+        b.close()
+
+
+def _swallow(fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except Exception:
+        pass
+
+
+def test_auth_refuses_an_unknown_key(emulator_factory, tmp_path):
+    from adb_shell.auth.keygen import keygen
+    from adb_shell.auth.sign_pythonrsa import PythonRSASigner
+
+    emu = emulator_factory(auth=True, userland="android")
+    keygen(str(tmp_path / "k"))
+    signer = PythonRSASigner((tmp_path / "k.pub").read_text(), (tmp_path / "k").read_text())
+    dev = AdbDevice(_Transport("127.0.0.1", emu.port), default_transport_timeout_s=5)
+    with pytest.raises(Exception):
+        dev.connect(rsa_keys=[signer], auth_timeout_s=2, read_timeout_s=3)
+    assert not dev.available
+
+
+def test_without_bubblewrap_start_says_so_in_one_line(monkeypatch, tmp_path):
+    from conftest_emulator import make_emulator
+
+    monkeypatch.setattr(sandbox, "_TOOLS", None)
+    real = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda n, path=None: None if n == "bwrap" else real(n, path=path))
+    with pytest.raises(UserError) as ei:
+        make_emulator(tmp_path / "root", userland="android")
+    line = ei.value.one_line()
+    assert "bwrap" in line and "bubblewrap" in line and "\n" not in line
+
+
+def test_cli_start_without_bubblewrap_is_one_line(monkeypatch, tmp_path):
+    from helpers import cli
+
+    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path))
+    monkeypatch.setattr(sandbox, "_TOOLS", None)
+    real = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda n, path=None: None if n == "bwrap" else real(n, path=path))
+    from helpers import assert_one_line_error
+
+    r = cli("emulator", "start", "--userland", "android")
+    assert_one_line_error(r, "bubblewrap", "bwrap")
+    assert not (tmp_path / "emulators").exists() or not list((tmp_path / "emulators").iterdir())
+
+
+def test_fs_walk_contract(phone):
+    """sandbox._fenced_dir_fd relies on fs.py's private `_walk` (a Loc with dirfd + name)."""
+    fd = sandbox._fenced_dir_fd(phone.fs, "/data")
+    try:
+        assert os.path.samefile(f"/proc/self/fd/{fd}", phone.fs.root / "data")
+    finally:
+        os.close(fd)
