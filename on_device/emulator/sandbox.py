@@ -16,6 +16,7 @@ Processes are bounded by a pids cgroup (and a memory cgroup) per emulator where 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import errno
@@ -359,6 +360,37 @@ def _make_cgroups(name: str, memory_bytes: int) -> list[Path]:
     return made
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _sweep_stale() -> None:
+    """State dirs and cgroups of emulators that died without closing (named g4m-device-<pid>-...)."""
+    places = [Path(tempfile.gettempdir())] + [Path("/sys/fs/cgroup") / c for c in ("pids", "memory")]
+    for base in places:
+        try:
+            entries = list(base.glob("g4m-device-*-*"))
+        except OSError:
+            continue
+        for d in entries:
+            try:
+                pid = int(d.name.split("-")[2])
+            except (IndexError, ValueError):
+                continue
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            if base.parent.name == "cgroup":
+                _remove_cgroups([d])
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def _remove_cgroups(groups: list[Path]) -> None:
     for d in groups:
         _remove_cgroups(sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else [])
@@ -415,7 +447,8 @@ class DeviceUserland:
         self.tools = check_available()
         self.fs, self.profile, self.props, self.run_runner = fs, profile, props, run_runner
         self.bin_dir, self.providers = userland_bin(self.tools, profile, cache_dir)
-        self.state = Path(tempfile.mkdtemp(prefix="g4m-device-"))
+        _sweep_stale()
+        self.state = Path(tempfile.mkdtemp(prefix=f"g4m-device-{os.getpid()}-"))
         self._props_lock = threading.Lock()
         self.init: subprocess.Popen | None = None
         self.init_pid = 0
@@ -451,7 +484,8 @@ class DeviceUserland:
         os.chmod(st / "socket" / "g4m", 0o666)
         self._broker.listen(64)
         threading.Thread(target=self._broker_loop, name="device-service", daemon=True).start()
-        self.cgroups = _make_cgroups(f"g4m-device-{os.getpid()}-{st.name}",
+        atexit.register(self.close)  # an emulator never stopped still leaves nothing behind
+        self.cgroups = _make_cgroups(st.name,
                                      max(256 << 20, min(self.profile.ram_budget_bytes, 4 << 30)))
         started = threading.Event()
         failure: list[BaseException] = []
