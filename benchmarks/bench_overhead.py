@@ -38,7 +38,7 @@ def main() -> int:
     if a.bundle is None:
         from sdk_tools.tinymodels.build import build_tiny, cached_bundles
 
-        a.bundle = cached_bundles(build_tiny("e2b-tiny"), ["fp32", "dynamic_wi8_afp32", "dynamic_wi4b32_afp32"])[
+        a.bundle = cached_bundles(build_tiny("e2b-tiny"), ["fp32", "dynamic_wi8_afp32", "dynamic_wi4c_afp32"])[
             "dynamic_wi8_afp32"]
     from converters.bundle import read_manifest
 
