@@ -4,7 +4,9 @@ run through the float model's prefill/decode signatures into ai-edge-quantizer's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from gemma4_common.errors import UserError
 DEFAULT_SET = Path(__file__).with_name("calibration_default.jsonl")
 DEFAULT_NAME = "default"
 # Greedy decode steps per prompt after its prefill: the decode signature sees the model's own tokens.
-DECODE_STEPS = 8
+DECODE_STEPS = 16
 # Additive attention-mask value for hidden positions. exp(-30) is ~1e-13 of a visible score, and a
 # small magnitude keeps the mask's quantization range (and that of the add it feeds) fine-grained;
 # a runtime's larger negative saturates to it.
@@ -104,22 +106,36 @@ def load_set(spec: str | Path | None) -> CalibrationSet:
     if not prompts:
         raise UserError(f"calibration file {path} holds no prompts",
                         "add one chat per line, or pass --calibration default for the built-in set")
-    digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
-    return CalibrationSet(label, prompts, digest, lines)
+    return CalibrationSet(label, prompts, _digest(prompts), lines)
+
+
+def _digest(prompts: Sequence[str]) -> str:
+    return hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
 
 
 def check_lengths(cs: CalibrationSet, tokenize: Callable[[str], Sequence[int]], cache_length: int) -> list[list[int]]:
-    """Token ids of every prompt (BOS first); a prompt that with its decode steps overflows the
-    cache is refused."""
-    out = []
+    """Token ids of every prompt (BOS first); a prompt of the user's that with its decode steps
+    overflows the cache is refused. The built-in set drops such prompts instead (its long tool
+    prompts suit real caches, not a 256-token test one); `cs` then holds, and hashes, what is used."""
+    out, kept = [], []
     for prompt, line in zip(cs.prompts, cs.lines):
         ids = list(tokenize(prompt))
         need = len(ids) + DECODE_STEPS
         if need > cache_length:
+            if cs.name == DEFAULT_NAME:
+                continue
             raise UserError(f"calibration prompt on line {line} of {cs.name} needs {need} tokens "
                             f"({len(ids)} + {DECODE_STEPS} decode steps), more than the cache length {cache_length}",
                             "shorten or drop that prompt, or convert with a longer --cache-length")
         out.append(ids)
+        kept.append((prompt, line))
+    if not out:
+        raise UserError(f"no prompt of the built-in calibration set fits the cache length {cache_length} "
+                        f"with its {DECODE_STEPS} decode steps",
+                        "convert with a longer --cache-length, or pass --calibration FILE.jsonl with shorter prompts")
+    if len(kept) < len(cs.prompts):
+        cs.prompts, cs.lines = [p for p, _ in kept], [n for _, n in kept]
+        cs.sha256 = _digest(cs.prompts)
     return out
 
 
@@ -163,58 +179,105 @@ def _mask(rows: Sequence[int], width: int) -> Any:
 
 
 class SignatureFeeder:
-    """Runs the float prefill/decode signatures of an exported LiteRT-LM model (tokens, input_pos,
-    mask, kv_cache_*) like the runtime does, yielding each call's inputs: the calibration samples."""
+    """Runs the prefill/decode signatures of an exported LiteRT-LM model (tokens, input_pos, mask,
+    kv_cache_*) the way the runtime does. On the float model it yields each call's inputs (the
+    calibration samples); with `quantized_io` (a statically quantized model, whose mask, KV-cache
+    and logits are int tensors) it quantizes inputs and dequantizes outputs at the signature."""
 
-    def __init__(self, model_path: str | Path):
+    def __init__(self, model_path: str | Path, quantized_io: bool = False):
         from ai_edge_litert import interpreter as interpreter_lib
 
         self.it = interpreter_lib.Interpreter(model_path=str(model_path), num_threads=1)
+        self.quantized_io = quantized_io
         sigs = self.it.get_signature_list()
-        self.prefill = sorted((int(k.split("_")[1]), k) for k in sigs
-                              if k.startswith("prefill_") and k.split("_")[1].isdigit() and len(k.split("_")) == 2)
-        if "decode" not in sigs or not self.prefill:
-            raise UserError("the exported model has no prefill_<N>/decode signatures to calibrate through",
+        self.prefill_sigs = sorted((int(k.split("_")[1]), k) for k in sigs
+                                   if k.startswith("prefill_") and k.split("_")[1].isdigit() and len(k.split("_")) == 2)
+        if "decode" not in sigs or not self.prefill_sigs:
+            raise UserError("the exported model has no prefill_<N>/decode signatures to run",
                             "calibrated recipes need a text-generation export with a single cache length")
-        self.runners = {k: self.it.get_signature_runner(k) for k in [k for _, k in self.prefill] + ["decode"]}
+        self.runners = {k: self.it.get_signature_runner(k) for k in [k for _, k in self.prefill_sigs] + ["decode"]}
         dec = _signature_inputs(self.runners["decode"])
         self.kv_names = [n for n in dec if n.startswith("kv_cache_")]
-        self.kv_init = {n: (tuple(dec[n]["shape"]), dec[n]["dtype"]) for n in self.kv_names}
-        self.cache = int(dec["mask"]["shape"][-1]) if "mask" in dec else None
+        self.kv_shapes = {n: tuple(dec[n]["shape"]) for n in self.kv_names}
+        self.cache = int(dec["mask"]["shape"][-1])
+
+    def zero_cache(self) -> dict[str, Any]:
+        import numpy as np
+
+        return {n: np.zeros(s, dtype=np.float32) for n, s in self.kv_shapes.items()}
+
+    def run(self, sig: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        runner = self.runners[sig]
+        want = _signature_inputs(runner)
+        inputs = {k: v for k, v in inputs.items() if k in want}
+        if not self.quantized_io:
+            return runner(**inputs)
+        from litert_torch.generative.export_hf.experimental.calib import sampling_executor
+
+        return sampling_executor.try_run_signature_with_quant_dequant(inputs, runner)
+
+    def _prefill_calls(self, head: list[int], pos: int):
+        import numpy as np
+
+        while head:
+            size, sig = next(((n, k) for n, k in self.prefill_sigs if n >= len(head)), self.prefill_sigs[-1])
+            chunk, head = head[:size], head[size:]
+            rows = list(range(pos, pos + size))
+            yield sig, {"tokens": np.array([chunk + [0] * (size - len(chunk))], dtype=np.int32),
+                        "input_pos": np.array(rows, dtype=np.int32),
+                        "mask": _mask([min(r, pos + len(chunk) - 1) for r in rows], self.cache)}, len(chunk)
+            pos += len(chunk)
+
+    def _decode_inputs(self, tok: int, pos: int) -> dict[str, Any]:
+        import numpy as np
+
+        return {"tokens": np.array([[tok]], dtype=np.int32), "input_pos": np.array([pos], dtype=np.int32),
+                "mask": _mask([pos], self.cache)}
+
+    def prefill(self, ids: Sequence[int]) -> tuple[dict[str, Any], int]:
+        kv, pos = self.zero_cache(), 0
+        for sig, inputs, n in self._prefill_calls(list(ids), 0):
+            out = self.run(sig, {**inputs, **kv})
+            kv = {k: out[k] for k in self.kv_names if k in out} or kv
+            pos += n
+        return kv, pos
+
+    def decode(self, tok: int, pos: int, kv: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        out = self.run("decode", {**self._decode_inputs(tok, pos), **kv})
+        return out["logits"][0, -1], {k: out[k] for k in self.kv_names}
 
     def samples(self, ids: Sequence[int], decode_steps: int = DECODE_STEPS):
         """(signature, inputs) for one prompt: prefill of all but the last token, then greedy decode."""
         import numpy as np
 
-        kv = {n: np.zeros(s, dtype=d) for n, (s, d) in self.kv_init.items()}
-        pos = 0
-        head = list(ids[:-1])
-        while head:
-            size, sig = next(((n, k) for n, k in self.prefill if n >= len(head)), self.prefill[-1])
-            chunk, head = head[:size], head[size:]
-            rows = list(range(pos, pos + size))
-            inputs = {"tokens": np.array([chunk + [0] * (size - len(chunk))], dtype=np.int32),
-                      "input_pos": np.array(rows, dtype=np.int32),
-                      "mask": _mask([min(r, pos + len(chunk) - 1) for r in rows], self.cache), **kv}
-            inputs = self._only(sig, inputs)
+        kv, pos = self.zero_cache(), 0
+        for sig, inputs, n in self._prefill_calls(list(ids[:-1]), 0):
+            inputs = self._only(sig, {**inputs, **kv})
             yield sig, inputs
-            out = self.runners[sig](**inputs)
-            kv = {n: out[n] for n in self.kv_names if n in out} or kv
-            pos += len(chunk)
+            out = self.run(sig, inputs)
+            kv = {k: out[k] for k in self.kv_names if k in out} or kv
+            pos += n
         tok = ids[-1]
         for _ in range(decode_steps):
-            inputs = self._only("decode", {"tokens": np.array([[tok]], dtype=np.int32),
-                                           "input_pos": np.array([pos], dtype=np.int32),
-                                           "mask": _mask([pos], self.cache), **kv})
+            inputs = self._only("decode", {**self._decode_inputs(tok, pos), **kv})
             yield "decode", inputs
-            out = self.runners["decode"](**inputs)
-            kv = {n: out[n] for n in self.kv_names}
-            tok = int(np.argmax(out["logits"][0, -1]))
+            logits, kv = self.decode(tok, pos, kv)
+            tok = int(np.argmax(logits))
             pos += 1
 
     def _only(self, sig: str, inputs: dict[str, Any]) -> dict[str, Any]:
         want = _signature_inputs(self.runners[sig])
         return {k: v for k, v in inputs.items() if k in want}
+
+
+def align_kv_cache(qsvs: dict[str, Any], model_path: str) -> None:
+    """One range per KV-cache tensor across prefill and decode (what litert-torch's NPU quantize
+    stage does), so that a cache written by one signature reads back unchanged in the next."""
+    from litert_torch.generative.export_hf.experimental.calib import quant_utils
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        quant_utils.align_kv_cache_params(calibration_results=qsvs, model_path=str(model_path),
+                                          kv_cache_k_patterns=["kv_cache_k_{}"], kv_cache_v_patterns=["kv_cache_v_{}"])
 
 
 def calibrator_for(prompt_ids: list[list[int]], progress: Callable[[int], None] | None = None):
@@ -241,7 +304,9 @@ def calibrator_for(prompt_ids: list[list[int]], progress: Callable[[int], None] 
                 if progress:
                     progress(pending)
                 pending = 0
-        return result or {}
+        result = result or {}
+        align_kv_cache(result, model_path)
+        return result
 
     return calibrate
 

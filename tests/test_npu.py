@@ -642,3 +642,150 @@ def test_cli_errors_are_one_line_exit_2(capsys, tmp_path):
     assert _cli(["npu", "config", "--soc", "MT6991", "--vendor", "mediatek", "--file", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "options.performance_mode_type" in err and "turbo_boost" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- NPU variants the vendors' way
+
+
+def test_vendor_settings_pinned_to_litert_torch():
+    """litert-torch 0.10.0's npu_export vendor configs (a private detail read by
+    converters.npu.variant.vendor_settings): fails when an upgrade changes them."""
+    from importlib.metadata import version
+
+    from converters.npu.variant import vendor_settings
+
+    assert version("litert-torch") == "0.10.0"
+    assert vendor_settings("qualcomm") == {"k_ts_idx": 3, "v_ts_idx": 2, "a16w8": True, "allow_float_operations": False}
+    assert vendor_settings("mediatek") == {"k_ts_idx": 2, "v_ts_idx": 3, "a16w8": True, "allow_float_operations": True}
+
+
+def test_vendor_recipes_differ_in_the_float_rule():
+    """Qualcomm (no float ops) quantizes composites (norms), the post-QKV add and the skip-scale mul
+    to 16 bits; MediaTek (float allowed) leaves them float."""
+    from converters.recipes import RECIPES
+
+    def rules(name):
+        return {(e["regex"], str(e["operation"].value if hasattr(e["operation"], "value") else e["operation"])):
+                str(getattr(e["algorithm_key"], "value", e["algorithm_key"]))
+                for e in RECIPES[name].quantizer_config()}
+
+    q, m = rules("npu_a16w8_qualcomm"), rules("npu_a16w8_mediatek")
+    for key in ((".*", "STABLEHLO_COMPOSITE"), (".*post_qkv.*", "ADD"), (".*apply_skip_scale.*", "MUL")):
+        assert q[key] == "min_max_uniform_quantize" and m[key] == "no_quantize", key
+    main = [e for e in RECIPES["npu_a16w8_qualcomm"].quantizer_config() if e["regex"] == ".*"][0]
+    assert main["op_config"]["activation_tensor_config"]["num_bits"] == 16
+    assert main["op_config"]["weight_tensor_config"]["num_bits"] == 8
+
+
+@pytest.fixture(scope="module")
+def npu_bundle(tiny_e2b, tmp_path_factory):
+    """One convert for a Qualcomm and a MediaTek SoC (no vendor SDK on this host): the CPU bundle
+    keeps its int8 recipe; each vendor gets its split-cache, calibrated a16w8 variant."""
+    from helpers import cli
+
+    out = tmp_path_factory.mktemp("npu") / "bundle"
+    res = cli("convert", tiny_e2b, "-o", out, "--recipe", "dynamic_wi8_afp32", "--prefill", "32",
+              "--cache-length", "512", "--npu", "qualcomm:SM8750,mediatek:MT6991", "--json")
+    assert res.code == 0, res.err
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def test_npu_variants_to_the_sdk_boundary(npu_bundle):
+    from converters.calibration import load_set
+
+    out, m = npu_bundle
+    assert m["recipe"]["name"] == "dynamic_wi8_afp32"  # the CPU bundle keeps its own recipe
+    targets = {t["vendor"]: t for t in m["npu"]["targets"]}
+    assert set(targets) == {"qualcomm", "mediatek"}
+    want = {"qualcomm": ("SM8750", 3, 2, "npu_a16w8_qualcomm", False),
+            "mediatek": ("MT6991", 2, 3, "npu_a16w8_mediatek", True)}
+    for vendor, (soc, k, v, recipe, allow_float) in want.items():
+        t = targets[vendor]
+        assert t["soc"] == soc and t["recipe"] == recipe and t["allow_float_operations"] is allow_float
+        assert t["kv_layout"] == {"split_cache": True, "k_ts_idx": k, "v_ts_idx": v}
+        if t["status"] == "sdk_missing":  # this host: stops at the SDK boundary with the install line
+            assert f"pip install ai-edge-litert-sdk-{vendor}==" in t["message"] and t["model"] is None
+        assert (out / t["compile_ready_model"]).is_file() and (out / t["config"]).is_file()
+        cfg = json.loads((out / t["pipeline_config"]).read_text())
+        assert (cfg["k_ts_idx"], cfg["v_ts_idx"], cfg["backend"]) == (k, v, vendor)
+        assert t["calibration"]["sha256"] == load_set(None).sha256
+        assert t["compile_ready_model"] in m["files"]  # checksummed like the rest of the bundle
+
+
+def test_qualcomm_variant_has_no_float_compute_ops(npu_bundle):
+    """The census of the compile-ready models: Qualcomm's prefill/decode graphs are all-integer;
+    MediaTek's keep float norms (its vendor config allows them); the CPU int8 bundle computes in float."""
+    from converters import census
+
+    out, m = npu_bundle
+    targets = {t["vendor"]: t for t in m["npu"]["targets"]}
+    q = census.census(out / targets["qualcomm"]["compile_ready_model"])
+    qops = census.float_compute_ops(q)
+    assert set(qops) == {"tf_lite_prefill_decode/prefill_32", "tf_lite_prefill_decode/decode"}
+    assert all(n == 0 for n in qops.values()), qops
+    assert targets["qualcomm"]["float_compute_ops"] == qops
+    assert any(k.endswith(":INT16") for k in q["tf_lite_prefill_decode"]["decode"]["ops"])
+    mt = census.float_compute_ops(census.census(out / targets["mediatek"]["compile_ready_model"]))
+    assert all(n > 0 for n in mt.values())
+    cpu = census.float_compute_ops(census.census(out / "model.litertlm"))
+    assert all(n > 0 for n in cpu.values())
+
+
+def test_inspect_prints_census_and_flags_float_ops(npu_bundle):
+    from helpers import cli
+
+    out, _ = npu_bundle
+    res = cli("inspect", out)
+    assert res.code == 0, res.err
+    assert "census" in res.out and "FULLY_CONNECTED:INT16" in res.out
+    lines = [ln for ln in res.out.splitlines() if "float compute ops" in ln]
+    assert any("qualcomm" in ln and "none" in ln for ln in lines), lines
+    assert not any("qualcomm" in ln and "FORBIDDEN" in ln for ln in lines)
+    data = cli("inspect", out, "--json").json()
+    assert data["census"]["npu/qualcomm/model.litertlm"]["flagged"] == []
+
+
+def test_inspect_flags_float_ops_where_the_vendor_forbids_them(npu_bundle, tmp_path):
+    """A Qualcomm variant whose prefill/decode still computes in float (here: the CPU model put
+    in its place) is flagged."""
+    import shutil
+
+    from helpers import cli
+
+    out, _ = npu_bundle
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    shutil.copyfile(bad / "model.litertlm", bad / "npu" / "qualcomm" / "model.litertlm")
+    data = cli("inspect", bad, "--json")
+    assert data.code == 1  # the checksum no longer matches, and:
+    flagged = data.json()["census"]["npu/qualcomm/model.litertlm"]["flagged"]
+    assert flagged and all(f.startswith("tf_lite_prefill_decode/") for f in flagged)
+
+
+def test_qualcomm_variant_accuracy_gates(npu_bundle, tiny_e2b):
+    """Greedy agreement and log-prob deltas against PyTorch with verify's int8 gates, on the LiteRT
+    interpreter (LiteRT-LM's CPU engine does not run split-cache a16w8 models)."""
+    from sdk_tools.accuracy.evalset import load_eval
+    from sdk_tools.accuracy.interpreter import verify_interpreter
+    from sdk_tools.accuracy.verify import VerifySettings
+
+    out, m = npu_bundle
+    t = {t["vendor"]: t for t in m["npu"]["targets"]}["qualcomm"]
+    # 30 of the 97 items keep the test short; on all 97: greedy 0.98, mean |dlogp| 0.027, ppl x1.013.
+    items = load_eval(None, 30)
+    rep = verify_interpreter(out / t["compile_ready_model"], tiny_e2b, items, recipe=t["recipe"], cache_length=512,
+                             settings=VerifySettings(max_new_tokens=16))
+    s = rep["summary"]
+    assert rep["recipe_class"] == "int8"
+    assert rep["passed"], rep["gate_results"]
+    assert s["greedy_agreement"] >= 0.9, s
+    assert s["scored_tokens"] > 100 and s["mean_logprob_delta"] > 0  # quantized: not bit-exact
+
+
+def test_npu_recipe_of_another_vendor_is_refused(tiny_e2b, tmp_path):
+    from helpers import assert_one_line_error, cli
+
+    res = cli("convert", tiny_e2b, "-o", tmp_path / "out", "--recipe", "npu_a16w8_mediatek", "--calibration",
+              "default", "--npu", "qualcomm:SM8750")
+    assert_one_line_error(res, "npu_a16w8_mediatek", "cannot serve the qualcomm")
+    assert not (tmp_path / "out").exists()

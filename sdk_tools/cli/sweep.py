@@ -22,6 +22,10 @@ def sweep_cmd(
     cache_length: int = typer.Option(1024, "--cache-length", help="KV cache length of the bundles."),
     bench_prefill: int = typer.Option(64, "--bench-prefill", help="Prefill tokens of the speed benchmark."),
     bench_decode: int = typer.Option(64, "--bench-decode", help="Decode tokens of the speed benchmark."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="Calibration prompts for static recipes and NPU rows (chat JSONL, "
+                                                   "or `default`: the built-in set, also used when omitted)."),
+    npu: List[str] = typer.Option([], "--npu", help="Add a row per vendor for its NPU variant, e.g. qualcomm:SM8750."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Convert CHECKPOINT with each recipe (one export) and write the recipe table."""
@@ -40,7 +44,7 @@ def sweep_cmd(
     with RichProgress(enabled=not as_json) as progress:
         res = sweep(checkpoint, list(recipes), out, items, settings=VerifySettings(max_new_tokens=max_new_tokens),
                     cache_length=cache_length, bench_prefill=bench_prefill, bench_decode=bench_decode,
-                    progress=progress)
+                    calibration=calibration, npu_targets=list(npu), progress=progress)
     if as_json:
         emit_json(res)
         return
