@@ -193,3 +193,32 @@ def test_fast_checksum_matches_the_byte_sum():
         b = os.urandom(n)
         assert _fast_checksum(b) == sum(b) & 0xFFFFFFFF
         assert _fast_checksum(memoryview(b)) == sum(b) & 0xFFFFFFFF
+
+
+def test_large_tcp_push_uses_a_checksum_free_bulk_connection(emulator_factory, tmp_path, monkeypatch):
+    """Files of BULK_MIN_BYTES and more go over a second connection negotiated at 0x01000001 (no
+    byte sums on either side); where the device will not take it, the first connection carries it."""
+    import sdk_tools.devices.tcp as tcp
+
+    emu = emulator_factory("galaxy-s24")
+    src = tmp_path / "big.bin"
+    src.write_bytes(bytes(range(251)) * ((tcp.BULK_MIN_BYTES // 251) + 1000))
+    opened = []
+    real = tcp.open_bulk_connection
+
+    def spy(*a, **kw):
+        got = real(*a, **kw)
+        opened.append(None if got is None else got[1])
+        return got
+
+    monkeypatch.setattr(tcp, "open_bulk_connection", spy)
+    with TcpDevice(emu.serial) as dev:
+        dev.push(src, "/data/local/tmp/big.bin")
+        assert opened == [0x01000001]
+        assert device_file(emu, "/data/local/tmp/big.bin").read_bytes() == src.read_bytes()
+        monkeypatch.setattr(tcp, "open_bulk_connection", lambda *a, **kw: opened.append("refused"))
+        dev._bulk_refused = False
+        dev.push(src, "/data/local/tmp/big2.bin")  # falls back to the first connection
+        assert opened[-1] == "refused" and dev._bulk_refused
+        assert device_file(emu, "/data/local/tmp/big2.bin").read_bytes() == src.read_bytes()
+        assert dev.shell("echo ok")[1].strip() == "ok"

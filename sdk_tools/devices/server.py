@@ -176,6 +176,9 @@ class ServerDevice(Device):
         self.server = server or AdbServer()
         self._features: set[str] | None = None
 
+    def reopen(self) -> "ServerDevice":
+        return ServerDevice(self.serial, self.server)
+
     @property
     def features(self) -> set[str]:
         if self._features is None:

@@ -172,6 +172,45 @@ A_OPEN, A_OKAY, A_WRTE, A_CLSE = (_W[_adb_constants.OPEN], _W[_adb_constants.OKA
                                   _W[_adb_constants.CLSE])
 # Our own stream ids for the raw sync stream, far from adb-shell's counter (which starts at 1).
 _RAW_IDS = itertools.count(0x40000000)
+A_CNXN, A_AUTH = _W[_adb_constants.CNXN], _W[_adb_constants.AUTH]
+A_VERSION_SKIP_CHECKSUM = 0x01000001  # AOSP adb: both sides may send 0 checksums once negotiated
+AUTH_TOKEN, AUTH_SIGNATURE = 1, 2
+RAW_MAX_PAYLOAD = 1024 * 1024
+# Files at least this large get a connection of their own at protocol 0x01000001 (no payload
+# checksums on either side: adb-shell speaks 0x01000000, which makes the device sum every byte);
+# smaller ones are not worth its handshake.
+BULK_MIN_BYTES = 8 << 20
+
+
+def open_bulk_connection(host: str, port: int, signer, timeout_s: float = CONNECT_TIMEOUT_S
+                         ) -> tuple[socket.socket, int, int] | None:
+    """A second ADB connection to the device, negotiated at 0x01000001, for one bulk transfer:
+    (socket, version, max payload), or None where the device does not accept it as it accepted
+    the first (then the push goes over the first connection)."""
+    sock = socket.create_connection((host, port), timeout=timeout_s)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        except OSError:
+            pass
+        raw = _RawSync(sock, check_in=True)
+        raw.packet(A_CNXN, A_VERSION_SKIP_CHECKSUM, RAW_MAX_PAYLOAD, b"host::g4m-bulk\0", force_check=True)
+        signed = False
+        while True:
+            cmd, arg0, arg1, data = raw.any_packet()
+            if cmd == A_CNXN:
+                sock.settimeout(None)
+                return sock, min(arg0, A_VERSION_SKIP_CHECKSUM), min(arg1, RAW_MAX_PAYLOAD)
+            if cmd == A_AUTH and arg0 == AUTH_TOKEN and not signed:
+                raw.packet(A_AUTH, AUTH_SIGNATURE, 0, signer.Sign(data), force_check=True)
+                signed = True
+                continue
+            break  # refused (it asks for the public key) or something unexpected
+    except (OSError, ConnectionError, socket.timeout):
+        pass
+    sock.close()
+    return None
 
 
 class _RawSync:
@@ -179,15 +218,23 @@ class _RawSync:
     allows (adb-shell sends 64 KiB and costs Python per packet), one outstanding at a time as the
     protocol requires, with the file read and checksummed ahead by a reader thread."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, check_in: bool = True, check_out: bool = True):
         self.sock = sock
         self.local = next(_RAW_IDS)
         self.remote = 0
         self.inbox = bytearray()
+        self.check_in, self.check_out = check_in, check_out
 
-    def packet(self, cmd: int, arg0: int, arg1: int, payload=b"", check: int | None = None) -> None:
+    def any_packet(self) -> tuple[int, int, int, bytes]:
+        cmd, arg0, arg1, n, check, magic = _PACKET.unpack(self._exact(_PACKET.size))
+        if magic != cmd ^ 0xFFFFFFFF:
+            raise ConnectionError("bad ADB packet header from the device")
+        return cmd, arg0, arg1, (self._exact(n) if n else b"")
+
+    def packet(self, cmd: int, arg0: int, arg1: int, payload=b"", check: int | None = None,
+               force_check: bool = False) -> None:
         if check is None:
-            check = _fast_checksum(payload) if len(payload) else 0
+            check = _fast_checksum(payload) if len(payload) and (self.check_out or force_check) else 0
         self.sock.sendall(_PACKET.pack(cmd, arg0, arg1, len(payload), check, cmd ^ 0xFFFFFFFF))
         if len(payload):
             self.sock.sendall(payload)
@@ -212,7 +259,7 @@ class _RawSync:
             if arg1 != self.local:
                 continue
             if cmd == A_WRTE:
-                if check and _fast_checksum(data) != check:
+                if self.check_in and check and _fast_checksum(data) != check:
                     raise ConnectionError("bad checksum from the device")
                 self.inbox += data
                 self.packet(A_OKAY, self.local, self.remote)
@@ -267,6 +314,8 @@ class TcpDevice(Device):
                  auth_timeout_s: float = AUTH_TIMEOUT_S, key_path: Path | None = None):
         super().__init__(serial)
         host, port = split_serial(serial)
+        self._host, self._port = host, port
+        self._key_path = key_path
         self._transport = _Transport(host, port)
         self._adb = AdbDevice(self._transport, default_transport_timeout_s=None)
         key = key_path or adb_key_path()
@@ -295,6 +344,12 @@ class TcpDevice(Device):
         if not ok:
             self._transport.close()
             raise UserError(f"{serial} did not accept the ADB connection", "check the device and run again")
+        self._signer = signer
+        self._bulk_refused = False
+        self._bulk_sock: socket.socket | None = None
+
+    def reopen(self) -> "TcpDevice":
+        return TcpDevice(self.serial, key_path=self._key_path)
 
     def close(self) -> None:
         try:
@@ -305,6 +360,12 @@ class TcpDevice(Device):
     def drop_connection(self) -> None:
         """Shut the socket down (as a pulled cable would); later calls raise DeviceOffline."""
         self._transport.shutdown()
+        bulk = self._bulk_sock
+        if bulk is not None:
+            try:
+                bulk.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # ---- primitives --------------------------------------------------------------------------
     def _shell(self, command: str, timeout_s: float | None) -> ShellResult:
@@ -317,18 +378,36 @@ class TcpDevice(Device):
 
     def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
               mtime: int | None = None) -> None:
-        sock = self._transport._sock
-        if sock is None:
+        if self._transport._sock is None:
             raise ConnectionResetError("connection closed")
-        max_payload = negotiated_max_payload(self._adb)
-        raw = _RawSync(sock)
+        bulk = None
+        if not self._bulk_refused and local.stat().st_size >= BULK_MIN_BYTES:
+            bulk = open_bulk_connection(self._host, self._port, self._signer)
+            self._bulk_refused = bulk is None
+        if bulk is None:
+            self._push_on(self._transport._sock, negotiated_max_payload(self._adb), False, local, device_path, mode,
+                          progress, mtime, self._transport.shutdown)
+            return
+        sock, version, max_payload = bulk
+        self._bulk_sock = sock
+        try:
+            with sock:
+                self._push_on(sock, max_payload, version >= A_VERSION_SKIP_CHECKSUM, local, device_path, mode,
+                              progress, mtime, lambda: None)
+        finally:
+            self._bulk_sock = None
+
+    def _push_on(self, sock: socket.socket, max_payload: int, skip_checksums: bool, local: Path, device_path: str,
+                 mode: int, progress: ProgressFn | None, mtime: int | None, on_unclean) -> None:
+        raw = _RawSync(sock, check_in=not skip_checksums, check_out=not skip_checksums)
         clean = False
         try:
             if not raw.open(b"sync:"):
                 raise DeviceCommandError(f"{self.serial} refused the sync service", "check the device and run again")
             failed = None
-            for piece, nbytes, check in sync_send_batches(local, device_path, mode, mtime if mtime is not None else self._push_mtime, max_payload,
-                                                          _fast_checksum):
+            mtime = mtime if mtime is not None else self._push_mtime
+            for piece, nbytes, check in sync_send_batches(local, device_path, mode, mtime, max_payload,
+                                                          None if skip_checksums else _fast_checksum):
                 raw.packet(A_WRTE, raw.local, raw.remote, piece, check)
                 while True:  # one WRTE in flight: wait for its OKAY (a FAIL may come first)
                     cmd = raw.read()
@@ -355,7 +434,7 @@ class TcpDevice(Device):
         finally:
             if not clean:
                 # The stream is in an unknown state (cut, interrupted): the connection is not reused.
-                self._transport.shutdown()
+                on_unclean()
 
     def _pull(self, device_path: str, local: Path, progress: ProgressFn | None) -> None:
         cb = (lambda _path, n, _total: progress(n)) if progress else None
