@@ -65,7 +65,8 @@ CONVERT_BYTES_PER_PARAM = 9.72
 # conversion: the converter references the float32 torch weights, ~4.3 bytes per decoder parameter:
 # linear layers, norms and the tied LM head); decoder quantization 2.58 / 5.14 GiB (float flatbuffer
 # memory-mapped); a table stage 0.94 / 7.99 GiB (its quantized rows, joined once, then packed), and the
-# 0.40 B-param token embedder at 1.74-1.86 GiB lies on that line.
+# 0.40 B-param token embedder at 1.74-1.86 GiB lies on that line. The 4-layer model (decoder 0.61 B)
+# then measured 2.76 / 2.70 / 1.32 / 1.06 GiB = 1.03x / 1.01x / 0.74x / 0.77x of these lines.
 LEAN_DECODER_FIXED_BYTES = int(0.45 * (1 << 30))
 LEAN_DECODER_BYTES_PER_PARAM = 4.32
 LEAN_QUANTIZE_FIXED_BYTES = int(1.89 * (1 << 30))
@@ -324,6 +325,39 @@ def signature_count(prefill_lengths: list[int], cache_lengths: list[int]) -> int
     return (len(prefill_lengths) + 1) * len(cache_lengths)
 
 
+def _section_bits(recipe: Recipe) -> dict[str, tuple[float, float | None]] | None:
+    """For a section-keyed recipe (a dict of .litertlm sections, e.g. gemma4_mixed48): per section, the
+    bits of its catch-all entry and of its `per_layer` entry (block scales included); else None."""
+    import re
+
+    if recipe.group not in ("gemma4_mixed", "file") or recipe.is_float:
+        return None
+    try:
+        cfg = recipe.quantizer_config()
+    except Exception:  # noqa: BLE001 - an unreadable file recipe: fall back to the recipe's averages
+        return None
+    if not isinstance(cfg, dict):
+        return None
+
+    def bits(entry: dict[str, Any]) -> float:
+        w = entry.get("op_config", {}).get("weight_tensor_config", {})
+        b = float(w.get("num_bits", 32))
+        gran = str(w.get("granularity", "")).upper()
+        if "BLOCKWISE" in gran:
+            m = re.search(r"(\d+)", gran.rsplit(".", 1)[-1])
+            block = int(w.get("block_size") or (m.group(1) if m else 0) or 0)
+            if block:
+                b += 16 / block  # one float16 scale per block
+        return b
+
+    out = {}
+    for section, entries in cfg.items():
+        base = next((bits(e) for e in entries if e.get("regex") == ".*"), None)
+        per_layer = next((bits(e) for e in entries if e.get("regex") == "per_layer"), None)
+        out[section] = (base if base is not None else 32.0, per_layer)
+    return out
+
+
 def estimate_bundle(s: ModelShape, recipe: Recipe, *, prefill_lengths: list[int] | None = None,
                     cache_lengths: list[int] | None = None, vision: bool = False, audio: bool = False) -> BundleEstimate:
     pc = count_params(s, vision=vision, audio=audio)
@@ -333,7 +367,21 @@ def estimate_bundle(s: ModelShape, recipe: Recipe, *, prefill_lengths: list[int]
     eb = recipe.embedding_bits
     enc_bits = 32 if recipe.is_float else 8
     graph = GRAPH_BYTES_PER_LAYER_SIGNATURE * s.layers * signature_count(prefill_lengths, cache_lengths)
-    if s.separate_embedders:
+    by_section = _section_bits(recipe)
+    if s.separate_embedders and by_section is not None:
+        # Section-keyed recipes (gemma4_mixed48): each section's own bits; a section the recipe does not
+        # name stays float32; the decoder's `per_layer` projections take that entry's bits.
+        (db, dpl), (ebits, _), (pbits, _) = (by_section.get(k, (32.0, None)) for k in
+                                             ("tf_lite_prefill_decode", "tf_lite_embedder", "tf_lite_per_layer_embedder"))
+        ple_linear = s.hidden * s.layers * s.ple * 3 if s.ple else 0  # model projection, input gate, projection
+        sec = {
+            "prefill_decode": _bytes(pc.linear - ple_linear + pc.lm_head, db) + _bytes(ple_linear, dpl or db)
+            + pc.norms * 4 + graph,
+            "embedder": _bytes(pc.embedding, ebits) + GRAPH_BYTES_PER_MODEL,
+        }
+        if pc.per_layer_embedding:
+            sec["per_layer_embedder"] = _bytes(pc.per_layer_embedding, pbits) + GRAPH_BYTES_PER_MODEL
+    elif s.separate_embedders:
         sec = {
             "prefill_decode": _bytes(pc.linear + pc.lm_head, wb) + pc.norms * 4 + graph,
             "embedder": _bytes(pc.embedding, eb) + GRAPH_BYTES_PER_MODEL,

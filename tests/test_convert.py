@@ -84,7 +84,8 @@ def test_host_too_small_for_the_conversion(tiny_e2b, tmp_path, monkeypatch):
 
     need = planner.conversion_memory_bytes(pipeline.inspect_checkpoint(tiny_e2b).num_parameters)
     monkeypatch.setattr(planner, "host_ram_bytes", lambda: need - 1)
-    res = cli("convert", tiny_e2b, "-o", tmp_path / "out")
+    # (auto would take the lean path here, which fits: tests/test_realsize.py)
+    res = cli("convert", tiny_e2b, "-o", tmp_path / "out", "--converter", "default")
     assert_one_line_error(res, f"needs ~{need / 2**30:.1f} GiB of RAM", "--ignore-memory-check")
     assert not (tmp_path / "out").exists()
     # a real E2B needs more than this 24 GiB machine class has

@@ -198,5 +198,9 @@ def test_litert_torch_private_details():
     assert exportables.get_additional_exportables(cfg) == {"per_layer_embedder": g4.LiteRTExportableModuleForPerLayerEmbedder}
     assert set(g4.LiteRTExportableModuleForPerLayerEmbedder.get_sample_inputs(cfg.text_config, ecfg)) == {
         "decode_per_layer_embedder", "prefill_per_layer_embedder_32"}
+    # converters.lean adds Gemma 4's final logit soft-capping, which this decode module skips
+    import inspect
+
+    assert "softcap" not in inspect.getsource(g4.LiteRTExportableModuleForDecoderOnlyLMGenerateExternalEmbedder.forward)
     assert callable(weights_loader.init_params_on_meta)
     assert hasattr(transformers.Gemma4TextModel, "get_per_layer_inputs")
