@@ -258,6 +258,25 @@ def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
         b.close()
 
 
+def test_a_runaway_writer_meets_enospc_and_the_device_keeps_working(emulator_factory, tmp_path):
+    emu = emulator_factory(userland="android", storage_bytes=16 << 20)
+    a = _device(emu.port)
+    try:
+        out = a.shell(f"yes > {TMP}/f; echo rc=$?; yes > /sdcard/g; echo rc=$?; echo x > {TMP}/small; echo small=$?",
+                      timeout_s=60)
+        # /sdcard is on /data's partition, as on a phone; and the full partition takes nothing more
+        assert out.count("No space left on device") == 3 and out.count("rc=1") == 2 and "small=1" in out, out
+        src = tmp_path / "p.bin"
+        src.write_bytes(os.urandom(1 << 20))
+        with pytest.raises(Exception):
+            a.push(str(src), f"{TMP}/pushed.bin")  # a push into the full partition fails too
+        assert a.shell(f"rm {TMP}/f /sdcard/g; echo alive") == "alive\n"
+        a.push(str(src), f"{TMP}/pushed.bin")
+        assert a.shell(f"stat -c %s {TMP}/pushed.bin") == f"{1 << 20}\n"
+    finally:
+        a.close()
+
+
 def test_a_session_whose_host_goes_away_gets_sighup(phone):
     a = _device(phone.port)
     t = threading.Thread(target=lambda: _swallow(a.shell, "sleep 987", timeout_s=10), daemon=True)

@@ -361,17 +361,17 @@ def _make_cgroups(name: str, memory_bytes: int) -> list[Path]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running (a zombie, killed but not yet reaped by its parent, is not)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
 
 
 def _sweep_stale() -> None:
-    """State dirs and cgroups of emulators that died without closing (named g4m-device-<pid>-...)."""
+    """State dirs, cgroups and mounts of emulators that died without closing (g4m-device-<pid>-...)."""
+    _sweep_stale_mounts()
     places = [Path(tempfile.gettempdir())] + [Path("/sys/fs/cgroup") / c for c in ("pids", "memory")]
     for base in places:
         try:
@@ -379,6 +379,8 @@ def _sweep_stale() -> None:
         except OSError:
             continue
         for d in entries:
+            if d.name.endswith(".txt"):
+                continue
             try:
                 pid = int(d.name.split("-")[2])
             except (IndexError, ValueError):
@@ -408,6 +410,92 @@ def _remove_cgroups(groups: list[Path]) -> None:
             threading.Event().wait(0.02)
         with contextlib.suppress(OSError):
             d.rmdir()
+
+
+# ---- storage: /data as a filesystem of the profile's size -------------------------------------------
+class Storage:
+    """The device's /data as an ext4 image of the profile's storage size, loop-mounted over the
+    root's data/ (and its media/0 bound over storage/emulated/0, as /sdcard is /data/media/0 on a
+    phone), so every write, a push's or a shell's (`yes > f`), fails with ENOSPC when it does not
+    fit, from the kernel itself. Why an image: a quota that the kernel enforces for any writer
+    inside the sandbox (toybox, a user's binary) without an interposer on every write; sparse, so
+    it costs only what is written (mkfs ~60 ms). The image lives next to the root
+    (`ROOT.data.img`), outside the device filesystem, and is kept across restarts."""
+
+    def __init__(self, root: Path, storage_bytes: int):
+        self.root = Path(root)
+        self.image = self.root.with_name(self.root.name + ".data.img")
+        self.mounted: list[Path] = []
+        self.record = Path(tempfile.gettempdir()) / f"g4m-device-{os.getpid()}-mounts-{self.root.name}.txt"
+        data = self.root / "data"
+        media = self.root / "storage" / "emulated" / "0"
+        for d in (data, media):
+            d.mkdir(parents=True, exist_ok=True)
+            if d.is_symlink():
+                raise UserError(f"{d} is a symlink", "use an emulator root made by the emulator")
+        try:
+            self._mount(data, media, storage_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _mount(self, data: Path, media: Path, storage_bytes: int) -> None:
+        if os.path.ismount(data) or os.path.ismount(media):
+            raise UserError(f"the device filesystem {self.root} is in use by another running emulator",
+                            "stop that emulator first, or pass another --root")
+        if not self.image.exists():
+            self._make_image(data, storage_bytes)
+        self._run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(data)])
+        self.mounted.append(data)
+        self.record.write_text("\n".join(map(str, self.mounted)) + "\n")
+        inner = data / "media" / "0"
+        inner.mkdir(parents=True, exist_ok=True)
+        if any(media.iterdir()) and not any(inner.iterdir()):
+            self._run(["cp", "-a", f"{media}/.", str(inner)])  # first start on an older root
+        self._run(["mount", "--bind", str(inner), str(media)])
+        self.mounted.append(media)
+        self.record.write_text("\n".join(map(str, self.mounted)) + "\n")
+
+    def _make_image(self, data: Path, size: int) -> None:
+        tmp = self.image.with_name(self.image.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.truncate(max(size, 256 << 10))
+        # Small partitions (tests): 1 KiB blocks and few inodes, so nearly all of it holds data.
+        small = ["-b", "1024", "-N", str(max(128, size // 16384))] if size < (256 << 20) else []
+        # -d: what the root's data/ holds already goes into the image (a root from before).
+        self._run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", *small,
+                   "-E", "lazy_itable_init=1,nodiscard", "-d", str(data), str(tmp)])
+        os.replace(tmp, self.image)
+
+    @staticmethod
+    def _run(argv: list[str]) -> None:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise UserError(f"cannot set up the device's /data ({argv[0]}: {why})",
+                            "run the emulator as root on Linux with loop devices (the Android userland needs them "
+                            "for /data's size), or use --userland interpreter")
+
+    def close(self) -> None:
+        for m in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
+        self.mounted.clear()
+        with contextlib.suppress(OSError):
+            self.record.unlink()
+
+
+def _sweep_stale_mounts() -> None:
+    for rec in Path(tempfile.gettempdir()).glob("g4m-device-*-mounts-*.txt"):
+        try:
+            pid = int(rec.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        for m in reversed(rec.read_text().split()):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        with contextlib.suppress(OSError):
+            rec.unlink()
 
 
 # ---- the device --------------------------------------------------------------------------------------

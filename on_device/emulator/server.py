@@ -453,6 +453,7 @@ class EmulatorServer:
         if config.userland not in ("android", "interpreter"):
             raise UserError(f"unknown userland {config.userland!r}", "use android or interpreter")
         self.userland = None
+        self.storage = None
         if config.userland == "android":
             from .sandbox import check_available
 
@@ -493,9 +494,19 @@ class EmulatorServer:
         # Unique per instance, like real phones of the same model.
         self.props["ro.serialno"] = f"{self.props.get('ro.serialno', 'G4M')}{self.port}"
         self.props["service.adb.tcp.port"] = str(self.port)
-        self._prepare_fs()
         if self.config.userland == "android":
-            self._start_userland()
+            from .sandbox import Storage, _sweep_stale
+
+            _sweep_stale()
+            self.storage = Storage(self.fs.root, self.config.profile.storage_bytes)
+        try:
+            self._prepare_fs()
+            if self.config.userland == "android":
+                self._start_userland()
+        except BaseException:
+            if self.storage is not None:
+                self.storage.close()
+            raise
         self._sock.listen(64)
         self.running = True
         self._thread = threading.Thread(target=self._accept_loop, name=f"adbd-{self.port}", daemon=True)
@@ -527,6 +538,8 @@ class EmulatorServer:
             self._thread.join(5)
         if self.userland is not None:
             self.userland.close()
+        if self.storage is not None:
+            self.storage.close()
 
     def _start_userland(self) -> None:
         from .sandbox import DeviceUserland
