@@ -348,3 +348,14 @@ def test_fs_walk_contract(phone):
         assert os.path.samefile(f"/proc/self/fd/{fd}", phone.fs.root / "data")
     finally:
         os.close(fd)
+
+
+def test_exec_and_framebuffer_services(dev, adb, serial):
+    r = adb.run("-s", serial, "exec-out", "printf 'a\\0b'; echo err >&2")
+    assert r.stdout == b"a\0berr\n"  # exec: is raw: one stream, no exit code
+    data = dev._service(b"framebuffer", b"", decode=False)
+    import struct
+
+    head = struct.unpack("<13I", data[:52])
+    version, bpp, size, w, h = head[:5]
+    assert (version, bpp, size) == (1, 32, w * h * 4) and len(data) == 52 + size and not data[52:].strip(b"\0")
