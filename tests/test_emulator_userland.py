@@ -225,6 +225,7 @@ def test_writes_outside_data_and_sdcard_fail(dev, phone):
     out = dev.shell("for p in /x /system/x /system/bin/x /vendor/x /proc/x /etc/x; do touch $p 2>/dev/null && echo WROTE $p; done;"
                     " touch /data/local/tmp/ok /sdcard/ok && echo ok")
     assert "WROTE" not in out and out.strip() == "ok"
+    assert "Permission denied" in dev.shell("ls /data 2>&1") and dev.shell("cd /data/local/tmp && pwd") == f"{TMP}\n"
     assert not (phone.fs.root / "x").exists() and not (phone.fs.root / "system" / "x").exists()
 
 
@@ -249,7 +250,7 @@ def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
         time.sleep(3)
         pids = [int((g / "pids.current").read_text()) for g in phone.userland.cgroups if g.parent.name == "pids"]
         assert pids and pids[0] <= sandbox.DEVICE_PIDS_MAX
-        assert b.shell("echo alive; ls /data >/dev/null && echo forks") == "alive\nforks\n"  # others still fork
+        assert b.shell("echo alive; ls /data/local/tmp >/dev/null && echo forks") == "alive\nforks\n"  # others still fork
         bomb.join(60)
         assert box == ["bounded\n"]
     finally:
@@ -359,3 +360,17 @@ def test_exec_and_framebuffer_services(dev, adb, serial):
     head = struct.unpack("<13I", data[:52])
     version, bpp, size, w, h = head[:5]
     assert (version, bpp, size) == (1, 32, w * h * 4) and len(data) == 52 + size and not data[52:].strip(b"\0")
+
+
+def test_device_init_survives_the_shell_user_and_reaps_orphans(phone):
+    a = _device(phone.port)
+    try:
+        a.shell("kill -9 1; kill -KILL -1; pkill -9 init; (sleep 0.2 &) ; true")
+        time.sleep(0.5)
+        out = a.shell("ps -A -o PID,STAT,NAME")
+        rows = [ln.split() for ln in out.splitlines()[1:]]
+        assert ["1", "init"] == [rows[0][0], rows[0][-1]], out
+        assert not [r for r in rows if r[1].startswith("Z")], out  # the orphaned sleep was reaped by init
+        assert a.shell("echo still") == "still\n"
+    finally:
+        a.close()

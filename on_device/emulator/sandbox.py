@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SHELL_UID = SHELL_GID = 2000
 USERLAND_DIR = Path(__file__).resolve().parent / "userland"
 CLIENT_SOURCE = USERLAND_DIR / "g4m_client.c"
+INIT_SOURCE = USERLAND_DIR / "g4m_init.c"
 # Android's toybox command set (Android 14, plus its one-true-awk). What Debian's toybox build
 # lacks comes from busybox; what neither has is simply absent, as on a phone without it.
 ANDROID_COMMANDS = (
@@ -197,12 +198,12 @@ echo $n
     return {"getprop": getprop, "uname": uname, "dd": dd, "nproc": nproc}
 
 
-def _compile_client(dest: Path) -> None:
+def _compile_client(dest: Path, source: Path = CLIENT_SOURCE) -> None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise UserError("building the emulator's device helper needs a C compiler (cc), which is not installed",
                         "install gcc and libc6-dev (bash scripts/setup.sh)")
-    r = subprocess.run([cc, "-static", "-O2", "-o", str(dest), str(CLIENT_SOURCE)], capture_output=True, text=True)
+    r = subprocess.run([cc, "-static", "-O2", "-o", str(dest), str(source)], capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError(f"cannot build the emulator's device helper: {r.stderr.strip().splitlines()[-1:]}",
                         "install gcc and libc6-dev (static glibc) (bash scripts/setup.sh)")
@@ -214,7 +215,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
     runner's interpreter. Returns the directory and {command: provider}."""
     scripts = _scripts(profile)
     h = hashlib.sha256()
-    for p in (tools.mksh, tools.toybox, tools.busybox, str(CLIENT_SOURCE)):
+    for p in (tools.mksh, tools.toybox, tools.busybox, str(CLIENT_SOURCE), str(INIT_SOURCE)):
         st = os.stat(p)
         h.update(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(scripts, sort_keys=True).encode())
@@ -230,6 +231,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
         shutil.copy2(os.path.realpath(tools.toybox), tmp / "toybox")
         shutil.copy2(os.path.realpath(tools.busybox), tmp / "busybox")
         _compile_client(tmp / "g4m-client")
+        _compile_client(tmp / "init", INIT_SOURCE)
         toy = _applets(tools.toybox, []) - {"toybox"}
         busy = _applets(tools.busybox, ["--list"])
         providers: dict[str, str] = {"sh": "mksh"}
@@ -447,6 +449,10 @@ class Storage:
             self._make_image(data, storage_bytes)
         self._run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(data)])
         self.mounted.append(data)
+        # /data is system's and 0771 on a phone: the shell user may cross it, not list it. Host uid
+        # 1000 is not mapped into the sandbox, so the shell user meets the "other" bits.
+        os.chown(data, 1000, 1000)
+        os.chmod(data, 0o771)
         self.record.write_text("\n".join(map(str, self.mounted)) + "\n")
         inner = data / "media" / "0"
         inner.mkdir(parents=True, exist_ok=True)
@@ -641,7 +647,8 @@ class DeviceUserland:
         fds: list[int] = []
         try:
             r, w = os.pipe()
-            argv = self._bwrap_argv(fds) + ["--info-fd", str(w), "/system/bin/sleep", "2147483647"]
+            # Our init as pid 1 (--as-pid-1): a device process can neither kill it nor leave zombies.
+            argv = self._bwrap_argv(fds) + ["--as-pid-1", "--info-fd", str(w), "/system/bin/init"]
             argv = self._cgroup_wrap(argv)
             self.init = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, pass_fds=[w, *fds], start_new_session=True)
@@ -655,10 +662,10 @@ class DeviceUserland:
             except (ValueError, KeyError):
                 err = self.init.stderr.read().decode(errors="replace").strip() if self.init.stderr else ""
                 raise RuntimeError(err or "bwrap gave no child pid")
-            # The pid comes before the sandbox is set up; its command running means it is.
+            # The pid comes before the sandbox is set up; init running means it is.
             deadline = time.monotonic() + 20
-            children = f"/proc/{self.init_pid}/task/{self.init_pid}/children"
-            while not Path(children).read_text().strip():
+            comm = Path(f"/proc/{self.init_pid}/comm")
+            while comm.read_text().strip() != "init":
                 if self.init.poll() is not None or time.monotonic() > deadline:
                     err = self.init.stderr.read().decode(errors="replace").strip() if self.init.stderr else ""
                     raise RuntimeError(err or "the device init did not come up")
