@@ -126,6 +126,12 @@ def check_available() -> Tools:
                       toybox=_which("toybox", "toybox"), busybox=_which("busybox", "busybox-static"),
                       nsenter=_which("nsenter", "util-linux"), setsid=_which("setsid", "util-linux"),
                       host_sh=_which("sh", "dash"), libs=())
+        for tool, package in (("mount", "mount"), ("mkfs.ext4", "e2fsprogs"), ("cc", "gcc")):
+            _which(tool, package)
+        if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+            raise UserError("the emulator's Android userland needs root and loop devices (its /data is an ext4 "
+                            "image of the profile's size, so a full phone fails writes with ENOSPC)",
+                            "run it as root on a Linux host with /dev/loop-control, or use --userland interpreter")
         tools.libs = _needed_libs([os.path.realpath(tools.mksh), os.path.realpath(tools.toybox)])
         r = subprocess.run([tools.bwrap, "--unshare-user", "--uid", str(SHELL_UID), "--gid", str(SHELL_GID),
                             "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "--proc", "/proc",
