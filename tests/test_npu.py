@@ -789,3 +789,23 @@ def test_npu_recipe_of_another_vendor_is_refused(tiny_e2b, tmp_path):
               "default", "--npu", "qualcomm:SM8750")
     assert_one_line_error(res, "npu_a16w8_mediatek", "cannot serve the qualcomm")
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_puts_the_npu_variant_beside_int8(npu_bundle, tiny_e2b, tmp_path):
+    """The sweep's log-prob delta table: the CPU int8 bundle (LiteRT-LM) and each vendor's a16w8
+    variant (interpreter) against the same PyTorch reference."""
+    from sdk_tools.accuracy.evalset import load_eval
+    from sdk_tools.accuracy.sweep import sweep
+    from sdk_tools.accuracy.verify import VerifySettings
+
+    out, _ = npu_bundle
+    res = sweep(tiny_e2b, ["dynamic_wi8_afp32"], tmp_path / "sweep", load_eval(None, 6),
+                settings=VerifySettings(max_new_tokens=8), cache_length=512, bench_prefill=16, bench_decode=16,
+                bundles={"dynamic_wi8_afp32": out}, npu_targets=["qualcomm:SM8750", "mediatek:MT6991"])
+    rows = {r["recipe"]: r for r in res["rows"]}
+    assert set(rows) == {"dynamic_wi8_afp32", "npu_a16w8_qualcomm (qualcomm NPU variant)",
+                         "npu_a16w8_mediatek (mediatek NPU variant)"}
+    assert rows["dynamic_wi8_afp32"]["engine"] == "litert-lm" and rows["dynamic_wi8_afp32"]["decode_tps"] > 0
+    q = rows["npu_a16w8_qualcomm (qualcomm NPU variant)"]
+    assert q["engine"] == "interpreter" and q["mean_logprob_delta"] is not None
+    assert "| npu_a16w8_qualcomm (qualcomm NPU variant) |" in (tmp_path / "sweep" / "sweep.md").read_text()

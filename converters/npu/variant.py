@@ -180,7 +180,6 @@ class VendorVariant:
     model: Path  # compile-ready quantized .litertlm in the work dir
     config: dict[str, Any]
     census: dict[str, Any]
-    seconds: dict[str, float]
 
 
 def _third_party(what: str, log: Path):
@@ -199,7 +198,6 @@ def build_vendor_variant(req: Any, plan: Any, vendor: str, socs: list[SocInfo], 
     vs = vendor_settings(vendor)
     cache = max(req.all_cache_lengths())
     cplan = plan.calibration
-    timings = {}
     with progress.step(f"NPU {vendor}: split-cache export (k_ts_idx {vs['k_ts_idx']}, v_ts_idx {vs['v_ts_idx']})"):
         with _third_party(f"{vendor} NPU export", log):
             ckpt = plan.npu_cache.get("checkpoint")
@@ -220,7 +218,7 @@ def build_vendor_variant(req: Any, plan: Any, vendor: str, socs: list[SocInfo], 
     shutil.rmtree(work / "tmp", ignore_errors=True)
     cfg = pipeline_config(req.checkpoint.resolve(), socs[0], list(req.prefill_lengths), cache, DECODE_STEPS)
     cfg.update(calibration=cplan.set.manifest_entry())
-    return VendorVariant(vendor, model, cfg, census, timings)
+    return VendorVariant(vendor, model, cfg, census)
 
 
 def build_npu_targets(req: Any, plan: Any, bundle_tmp: Path, log: Path, progress: Progress) -> list[dict[str, Any]]:
