@@ -508,16 +508,13 @@ def stage_table(a: dict[str, Any]) -> dict[str, Any]:
         del qm, parts, rows
     del model, lm, template
     assert qmodel0 is not None
-    done_buffers: set[int] = set()
+    external: dict[int, list[Any]] = {}
     for (g, i), slot in joined.items():
         t = qmodel0.subgraphs[g].tensors[i]
         shape = np.array(t.shape, dtype=np.int32)  # the schema's int32 vector
         shape[0] = total
         t.shape = shape
-        if slot["buffer"] not in done_buffers:  # signatures share the table's buffer
-            qmodel0.buffers[slot["buffer"]].data = np.concatenate(slot["data"])
-            done_buffers.add(slot["buffer"])
-        slot["data"] = None
+        external.setdefault(slot["buffer"], slot["data"])  # signatures share the table's buffer
         for k, vals in slot["per_row"].items():
             setattr(t.quantization, k, np.concatenate(vals).astype(vals[0].dtype))
         if t.shapeSignature is not None and len(t.shapeSignature):
@@ -525,8 +522,36 @@ def stage_table(a: dict[str, Any]) -> dict[str, Any]:
             sig[0] = total
             t.shapeSignature = sig
     out = work / f"{section}_{recipe.name}.tflite"
-    fbu.write_model(qmodel0, str(out))
+    write_with_external_buffers(qmodel0, external, out)
     return {"path": str(out), "chunks": -(-total // chunk), "rows": int(total)}
+
+
+def write_with_external_buffers(model_t: Any, external: dict[int, list[Any]], path: Path, align: int = 64) -> None:
+    """Write a TFLite model whose large buffers (index -> list of byte chunks) follow the flatbuffer,
+    addressed by Buffer.offset/size (the layout TFLite uses past 2 GB): the chunks are written as they
+    are, never joined or copied into the flatbuffer builder."""
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    sizes = {b: sum(len(c) for c in chunks) for b, chunks in external.items()}
+    for b in external:
+        buf = model_t.buffers[b]
+        buf.data, buf.offset, buf.size = None, 2, sizes[b]  # placeholders: the field is written either way
+    head = fbu.convert_object_to_bytearray(model_t)
+    pos, offsets = len(head), {}
+    for b in external:
+        pos += -pos % align
+        offsets[b] = pos
+        model_t.buffers[b].offset = pos
+        pos += sizes[b]
+    head = fbu.convert_object_to_bytearray(model_t)
+    if len(head) > min(offsets.values(), default=len(head)):
+        raise RuntimeError("the flatbuffer grew when its buffer offsets were set")
+    with open(path, "wb") as f:
+        f.write(head)
+        for b, chunks in external.items():
+            f.write(b"\0" * (offsets[b] - f.tell()))
+            for c in chunks:
+                f.write(memoryview(c))
 
 
 def stage_quantize(a: dict[str, Any]) -> dict[str, Any]:

@@ -64,15 +64,16 @@ CONVERT_BYTES_PER_PARAM = 9.72
 # (peak RssAnon+RssShmem of each stage process): decoder export 2.39 / 9.62 GiB (lightweight
 # conversion: the converter references the float32 torch weights, ~4.3 bytes per decoder parameter:
 # linear layers, norms and the tied LM head); decoder quantization 2.58 / 5.14 GiB (float flatbuffer
-# memory-mapped); a table stage 0.94 / 7.99 GiB (its quantized rows, joined once, then packed), and the
-# 0.40 B-param token embedder at 1.74-1.86 GiB lies on that line. The 4-layer model (decoder 0.61 B)
-# then measured 2.76 / 2.70 / 1.32 / 1.06 GiB = 1.03x / 1.01x / 0.74x / 0.77x of these lines.
+# memory-mapped). The 4-layer model (decoder 0.61 B) then measured 2.76 / 2.70 GiB = 1.03x / 1.01x of
+# these lines. A table stage holds its quantized rows and writes them after the flatbuffer
+# (converters.lean.write_with_external_buffers): E2B's per-layer table (2.35 B) 5.06 GiB, the 4-layer
+# model's (0.27 B) 1.06 GiB and its token embedder (0.40 B) 1.31 GiB.
 LEAN_DECODER_FIXED_BYTES = int(0.45 * (1 << 30))
 LEAN_DECODER_BYTES_PER_PARAM = 4.32
 LEAN_QUANTIZE_FIXED_BYTES = int(1.89 * (1 << 30))
 LEAN_QUANTIZE_BYTES_PER_PARAM = 1.53
-LEAN_TABLE_FIXED_BYTES = int(0.51 * (1 << 30))
-LEAN_TABLE_BYTES_PER_PARAM = 3.42
+LEAN_TABLE_FIXED_BYTES = int(0.6 * (1 << 30))
+LEAN_TABLE_BYTES_PER_PARAM = 2.0
 # The processes around the stages (the CLI and the conversion process that packages): E2B's whole tree
 # peaked at 10.20 GiB with its decoder-export stage at 9.62 GiB.
 LEAN_PARENTS_BYTES = int(0.58 * (1 << 30))
