@@ -41,9 +41,8 @@ class CalibrationSet:
 
 
 def _render(obj: dict[str, Any], where: str) -> str:
-    # The Gemma 4 format lives in on_device's pure-stdlib format module: one renderer for the agent,
-    # the tiny-model corpus and calibration.
-    from on_device.agent.format import Message, ToolSpec, render_prompt
+    # One Gemma 4 renderer (gemma4_common, pure stdlib) for the agent, the tiny-model corpus and calibration.
+    from gemma4_common.gemma4_format import Message, ToolSpec, render_prompt
 
     if "messages" in obj:
         msgs = obj["messages"]

@@ -13,7 +13,7 @@ from on_device.runner_contract import EXIT_RUNTIME_ERROR, RunnerResult, format_r
 
 def main() -> int:
     job = json.loads(os.environ["G4M_RUNNER_JOB"])
-    from on_device.agent.format import STOP_SEQUENCES
+    from gemma4_common.gemma4_format import STOP_SEQUENCES
     from on_device.engine import NO_CACHE, HostEngine, benchmark, peak_rss_mb
     from gemma4_common.errors import UserError
 
@@ -29,7 +29,7 @@ def main() -> int:
                             cache_dir=job.get("cache_dir", NO_CACHE)) as eng:
                 prompt = job["input_prompt"]
                 if job.get("apply_prompt_template", True):
-                    from on_device.agent.format import Message, render_prompt
+                    from gemma4_common.gemma4_format import Message, render_prompt
 
                     prompt = render_prompt([Message("user", prompt)], add_bos=False)
                 g = eng.generate(prompt, max_new_tokens=job.get("max_output_tokens") or 128,

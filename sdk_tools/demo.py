@@ -33,7 +33,7 @@ class DemoResult:
 
 
 def _strip_stop(text: str) -> str:
-    from on_device.agent.format import STOP_SEQUENCES
+    from gemma4_common.gemma4_format import STOP_SEQUENCES
     from on_device.agent.host import cut_at_stop
 
     return cut_at_stop(text, STOP_SEQUENCES, keep=False)[0]
@@ -42,7 +42,7 @@ def _strip_stop(text: str) -> str:
 def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4c_afp32"),
              profile: str = "galaxy-s24", runs: int = 3, progress: Progress | None = None) -> DemoResult:
     from converters.pipeline import ConvertRequest, convert
-    from on_device.agent.format import Message, STOP_SEQUENCES, render_prompt
+    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, render_prompt
     from on_device.engine import HostEngine
     from sdk_tools.tinymodels.build import build_tiny, get_spec
 
@@ -77,7 +77,7 @@ def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...]
 
 def _device_part(bundle: Path, out_dir: Path, profile: str, runs: int, res: DemoResult,
                  progress: Progress) -> dict[str, Any]:
-    from on_device.agent.format import Message, render_prompt
+    from gemma4_common.gemma4_format import Message, render_prompt
     from on_device.agent.host import RunnerTextEngine
     from on_device.agent.loop import AgentLoop, ToolRegistry
     from on_device.emulator import manager

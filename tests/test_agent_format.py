@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from on_device.agent.format import (
+from gemma4_common.gemma4_format import (
     QUOTE,
     SPECIAL_TOKENS,
     STOP_SEQUENCES,

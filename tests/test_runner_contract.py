@@ -71,7 +71,7 @@ def test_benchmark_over_adb_shell(device_with_bundle):
 
 
 def test_generation_over_adb_shell_matches_host(device_with_bundle, e2b_int8_bundle):
-    from on_device.agent.format import STOP_SEQUENCES, Message, render_prompt
+    from gemma4_common.gemma4_format import STOP_SEQUENCES, Message, render_prompt
     from on_device.engine import HostEngine
 
     dev, dep = device_with_bundle
@@ -107,7 +107,7 @@ def test_low_memory_killer(e2b_int8_bundle, tmp_path):
     """A phone whose app RAM budget is below what the model needs kills the runner (SIGKILL, 137)."""
     from on_device.runner_contract import emulator_runner_bytes
 
-    profile = dataclasses.replace(load_profile("galaxy-s24"), ram_budget_bytes=48 << 20)  # above the model file, below the process
+    profile = dataclasses.replace(load_profile("galaxy-s24"), ram_budget_bytes=24 << 20)  # above the model file (2 MB), below the process
     server = EmulatorServer(EmulatorConfig(profile=profile, root=tmp_path / "root"))
     server.start()
     try:

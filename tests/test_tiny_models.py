@@ -60,7 +60,7 @@ def _greedy_prompts():
 
 
 def test_greedy_continuation_is_expected_in_torch_and_float_bundle(tiny_e2b, e2b_fp32_bundle):
-    from on_device.agent.format import STOP_SEQUENCES
+    from gemma4_common.gemma4_format import STOP_SEQUENCES
     from on_device.engine import HostEngine
     from sdk_tools.accuracy.reference import TorchReference
 

@@ -1,6 +1,6 @@
 """On-device agent support: Gemma 4 tool-calling format, argument validation and the agent loop."""
 
-from .format import (
+from gemma4_common.gemma4_format import (
     SPECIAL_TOKENS,
     STOP_SEQUENCES,
     Message,

@@ -24,7 +24,7 @@ import jsonschema
 
 from gemma4_common.errors import UserError
 
-from .format import STOP_SEQUENCES
+from gemma4_common.gemma4_format import STOP_SEQUENCES
 from .schema import normalize_schema
 
 __all__ = ["Scorer", "ConstrainedDecodingError", "JsonGeneration", "generate_json", "check_json_schema",

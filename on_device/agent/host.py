@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from gemma4_common.errors import UserError
 
-from .format import BOS, STOP_SEQUENCES
+from gemma4_common.gemma4_format import BOS, STOP_SEQUENCES
 
 __all__ = ["HostTextEngine", "RunnerTextEngine", "cut_at_stop"]
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 from gemma4_common.errors import UserError
 
-from .format import (
+from gemma4_common.gemma4_format import (
     QUOTE,
     STOP_SEQUENCES,
     Message,

@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 
-from .format import ToolSpec
+from gemma4_common.gemma4_format import ToolSpec
 
 __all__ = ["FieldError", "ToolArgumentError", "SchemaDefinitionError", "normalize_schema",
            "check_schema", "validate_arguments"]

@@ -29,7 +29,7 @@ KL_NOTE = ("KL divergence needs the bundle's full next-token distributions; Lite
 
 
 def stop_sequences() -> list[str]:
-    from on_device.agent.format import STOP_SEQUENCES
+    from gemma4_common.gemma4_format import STOP_SEQUENCES
 
     return list(STOP_SEQUENCES)
 

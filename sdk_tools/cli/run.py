@@ -24,7 +24,7 @@ def run_cmd(
 ) -> None:
     """Generate greedily and print time to first token, prefill and decode tokens/s."""
     from converters.bundle import require_verified
-    from on_device.agent.format import STOP_SEQUENCES, Message, render_prompt
+    from gemma4_common.gemma4_format import STOP_SEQUENCES, Message, render_prompt
     from on_device.engine import HostEngine
 
     from gemma4_common import validate

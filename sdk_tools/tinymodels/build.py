@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_dir
-from on_device.agent.format import SPECIAL_TOKENS
+from gemma4_common.gemma4_format import SPECIAL_TOKENS
 from sdk_tools.tinymodels import corpus
 
 BUILD_VERSION = 3  # bump when the code below changes what it produces
 
-# The chat template for the text roles, matching on_device.agent.format.render_prompt.
+# The chat template for the text roles, matching gemma4_common.gemma4_format.render_prompt.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for m in messages %}"

@@ -8,7 +8,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from on_device.agent.format import Message, ToolCall, ToolResponse, ToolSpec, render_prompt
+from gemma4_common.gemma4_format import Message, ToolCall, ToolResponse, ToolSpec, render_prompt
 
 CORPUS_VERSION = 5
 

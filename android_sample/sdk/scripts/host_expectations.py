@@ -1,6 +1,6 @@
 """Expected texts for the Kotlin SDK's JUnit tests, from the Python host engine in the same CI run:
 the tiny e2b int8 bundle from the test cache, and each demo prompt's greedy answer exactly as
-`sdk_tools.demo` computes it (rendered with on_device.agent.format, 48 tokens, cut at the first
+`sdk_tools.demo` computes it (rendered with gemma4_common.gemma4_format, 48 tokens, cut at the first
 stop marker). Writes one JSON file: {"bundle", "library", "max_num_tokens", "max_new_tokens",
 "cases", "agent"}; the agent part is the Python AgentLoop's run of the weather question with the
 toy tools on the same engine.
@@ -27,7 +27,7 @@ def main(out: Path) -> None:
     import litert_lm
 
     from gemma4_common.fsutil import atomic_write_text
-    from on_device.agent.format import Message, STOP_SEQUENCES, render_prompt
+    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, render_prompt
     from on_device.engine import HostEngine
     from on_device.agent.host import cut_at_stop
     from sdk_tools.demo import DEMO_PROMPTS

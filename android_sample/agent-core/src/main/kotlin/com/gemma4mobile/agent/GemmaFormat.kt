@@ -3,7 +3,7 @@ package com.gemma4mobile.agent
 import java.math.BigInteger
 
 /*
- * Gemma 4 chat / tool-calling text format: the Kotlin twin of on_device/agent/format.py.
+ * Gemma 4 chat / tool-calling text format: the Kotlin twin of gemma4_common/gemma4_format.py.
  * Both read tests/data/gemma4_format_vectors.json and must agree on every case; see the Python
  * module docstring for the facts taken from the Gemma 4 chat template and the assumptions made.
  */

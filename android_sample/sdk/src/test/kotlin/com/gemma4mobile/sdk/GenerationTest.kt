@@ -53,7 +53,7 @@ class GenerationTest {
             assertEquals(3, TestEnv.cases.size)
             for (case in TestEnv.cases) {
                 val prompt = case["prompt"] as String
-                // agent-core renders the prompt byte for byte as on_device.agent.format does ...
+                // agent-core renders the prompt byte for byte as gemma4_common.gemma4_format does ...
                 assertEquals(case["rendered"], model.renderPrompt(request(prompt)))
                 // ... and the engine, driven from Kotlin, answers byte for byte as from Python.
                 val response = model.generateContent(request(prompt))
