@@ -86,27 +86,34 @@ def _crlf(b: bytes) -> bytes:
     return b.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _pump_stdin(stream, stdin: QueueStdin, v2: bool) -> None:
+def shell_input(stream, v2: bool):
+    """(kind, body) packets from the host side of a shell stream until it ends: shell_v2 packets
+    as framed, v1's raw bytes as ID_STDIN."""
     buf = bytearray()
-    try:
-        while True:
-            data = stream.read()
-            if not data:
+    while True:
+        data = stream.read()
+        if not data:
+            return
+        if not v2:
+            yield ID_STDIN, bytes(data)
+            continue
+        buf += data
+        while len(buf) >= _V2_HEADER.size:
+            kind, n = _V2_HEADER.unpack_from(buf)
+            if len(buf) < _V2_HEADER.size + n:
                 break
-            if not v2:
-                stdin.feed(data)
-                continue
-            buf += data
-            while len(buf) >= _V2_HEADER.size:
-                kind, n = _V2_HEADER.unpack_from(buf)
-                if len(buf) < _V2_HEADER.size + n:
-                    break
-                body = bytes(buf[_V2_HEADER.size:_V2_HEADER.size + n])
-                del buf[:_V2_HEADER.size + n]
-                if kind == ID_STDIN:
-                    stdin.feed(body)
-                elif kind == ID_CLOSE_STDIN:
-                    stdin.close()
+            body = bytes(buf[_V2_HEADER.size:_V2_HEADER.size + n])
+            del buf[:_V2_HEADER.size + n]
+            yield kind, body
+
+
+def _pump_stdin(stream, stdin: QueueStdin, v2: bool) -> None:
+    try:
+        for kind, body in shell_input(stream, v2):
+            if kind == ID_STDIN:
+                stdin.feed(body)
+            elif kind == ID_CLOSE_STDIN:
+                stdin.close()
     except Exception:  # the stream went away
         pass
     finally:

@@ -16,7 +16,7 @@ import struct
 import threading
 from typing import Callable
 
-from .services import (ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT, ID_WINDOW_SIZE, _V2_HEADER,
+from .services import (ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT, ID_WINDOW_SIZE, shell_input,
                        sync_service, v2_packet)
 
 log = logging.getLogger(__name__)
@@ -90,28 +90,14 @@ def shell_service(stream, device, command: str, v2: bool, pty: bool, env: dict[s
                     send(fds[fd], data)
 
     def pump_in() -> None:
-        buf = bytearray()
         try:
-            while True:
-                data = stream.read()
-                if not data:
-                    break
-                if not v2:
-                    sess.write_stdin(bytes(data))
-                    continue
-                buf += data
-                while len(buf) >= _V2_HEADER.size:
-                    kind, n = _V2_HEADER.unpack_from(buf)
-                    if len(buf) < _V2_HEADER.size + n:
-                        break
-                    body = bytes(buf[_V2_HEADER.size:_V2_HEADER.size + n])
-                    del buf[:_V2_HEADER.size + n]
-                    if kind == ID_STDIN:
-                        sess.write_stdin(body)
-                    elif kind == ID_CLOSE_STDIN:
-                        sess.close_stdin()
-                    elif kind == ID_WINDOW_SIZE:
-                        _resize(sess, body)
+            for kind, body in shell_input(stream, v2):
+                if kind == ID_STDIN:
+                    sess.write_stdin(body)
+                elif kind == ID_CLOSE_STDIN:
+                    sess.close_stdin()
+                elif kind == ID_WINDOW_SIZE:
+                    _resize(sess, body)
         except Exception:
             pass
         if stream.closed and not done.is_set():

@@ -132,6 +132,18 @@ def skipped_note(skipped: Sequence[dict[str, Any]], total: int, cache: int, max_
             + ", ".join(str(s["item"]) for s in skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
 
 
+def _select_fitting(tokenize: Callable[[str], Sequence[int]], items: list[EvalItem], reference, cache: int,
+                    max_new_tokens: int):
+    """(items that fit, the reference run cut to them, their indices, skip records); exit 2 only
+    when nothing fits."""
+    keep, skipped = fit_items(tokenize, items, cache, max_new_tokens)
+    require_some_left(keep, skipped, cache, max_new_tokens)
+    if reference is not None and len(reference.items) == len(items) and len(reference.results) == len(items):
+        reference = replace(reference, items=[reference.items[i] for i in keep],
+                            results=[reference.results[i] for i in keep])
+    return [items[i] for i in keep], reference, keep, skipped
+
+
 def require_some_left(keep: Sequence[int], skipped: Sequence[dict[str, Any]], cache: int,
                       max_new_tokens: int) -> None:
     """Exit 2 only when nothing is left to evaluate."""
@@ -236,12 +248,8 @@ def verify_host(bundle_dir: Path | str, checkpoint: Path | str, items: Sequence[
     items = list(items)
     total = len(items)
     with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
-        keep, skipped = fit_items(eng.tokenize, items, cache, settings.max_new_tokens)
-        require_some_left(keep, skipped, cache, settings.max_new_tokens)
-        if reference is not None and len(reference.items) == total and len(reference.results) == total:
-            reference = replace(reference, items=[reference.items[i] for i in keep],
-                                results=[reference.results[i] for i in keep])
-        items = [items[i] for i in keep]
+        items, reference, keep, skipped = _select_fitting(eng.tokenize, items, reference, cache,
+                                                          settings.max_new_tokens)
         if reference is None or reference.reference is None:
             with progress.step("load PyTorch checkpoint"):
                 ref = load_reference(checkpoint)
@@ -358,12 +366,8 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
 
     total = len(items)
     with HostEngine(bundle_dir / manifest["main_model"], max_num_tokens=cache) as eng:
-        keep, skipped = fit_items(eng.tokenize, items, cache, settings.max_new_tokens)
-    require_some_left(keep, skipped, cache, settings.max_new_tokens)
-    if reference is not None and len(reference.items) == total and len(reference.results) == total:
-        reference = replace(reference, items=[reference.items[i] for i in keep],
-                            results=[reference.results[i] for i in keep])
-    items = [items[i] for i in keep]
+        items, reference, keep, skipped = _select_fitting(eng.tokenize, items, reference, cache,
+                                                          settings.max_new_tokens)
     skip_note = skipped_note(skipped, total, cache, settings.max_new_tokens)
 
     with opener(serial) as dev:
