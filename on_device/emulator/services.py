@@ -26,28 +26,29 @@ def v2_packet(kind: int, data: bytes) -> bytes:
     return _V2_HEADER.pack(kind, len(data)) + data
 
 
-def find_service(name: str) -> Callable | None:
+def shell_exec_sync_service(name: str, run_shell: Callable) -> Callable | None:
+    """`shell[,v2,pty,raw,TERM=..]:CMD`, `exec:CMD` and `sync:` over a shell implementation
+    `run_shell(stream, device, command, v2=, pty=, env=)`; None for any other name."""
     if name.startswith("shell"):
         head, sep, command = name.partition(":")
-        if not sep:
+        if not sep or (head != "shell" and not head.startswith("shell,")):
             return None
-        args = head.split(",")[1:] if head.startswith("shell,") else []
-        if head not in ("shell",) and not head.startswith("shell,"):
-            return None
+        args = head.split(",")[1:]
         v2 = "v2" in args
         pty = "pty" in args or (not command and "raw" not in args)
-        env = {}
-        for a in args:
-            if a.startswith("TERM="):
-                env["TERM"] = a[5:]
-        return lambda stream, device: shell_service(stream, device, command, v2=v2, pty=pty, env=env)
+        env = {"TERM": a[5:] for a in args if a.startswith("TERM=")}
+        return lambda stream, device: run_shell(stream, device, command, v2=v2, pty=pty, env=env)
     if name.startswith("exec:"):
         command = name[5:]
-        return lambda stream, device: shell_service(stream, device, command, v2=False, pty=False, env={})
+        return lambda stream, device: run_shell(stream, device, command, v2=False, pty=False, env={})
     if name in ("sync:", "sync"):
         return sync_service
-    # reboot:, root:, remount:, tcpip:, framebuffer:, jdwp: ... are refused like an unknown service.
     return None
+
+
+def find_service(name: str) -> Callable | None:
+    # reboot:, root:, remount:, tcpip:, framebuffer:, jdwp: ... are refused like an unknown service.
+    return shell_exec_sync_service(name, shell_service)
 
 
 def shell_service(stream, device, command: str, v2: bool, pty: bool, env: dict[str, str]) -> None:

@@ -16,27 +16,16 @@ import struct
 import threading
 from typing import Callable
 
-from .services import (ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT, ID_WINDOW_SIZE, shell_input,
-                       sync_service, v2_packet)
+from .services import (ID_CLOSE_STDIN, ID_EXIT, ID_STDERR, ID_STDIN, ID_STDOUT, ID_WINDOW_SIZE,
+                       shell_exec_sync_service, shell_input, v2_packet)
 
 log = logging.getLogger(__name__)
 
 
 def find_userland_service(name: str) -> Callable | None:
-    if name.startswith("shell"):
-        head, sep, command = name.partition(":")
-        if not sep or (head != "shell" and not head.startswith("shell,")):
-            return None
-        args = head.split(",")[1:]
-        v2 = "v2" in args
-        pty = "pty" in args or (not command and "raw" not in args)
-        env = {"TERM": a[5:] for a in args if a.startswith("TERM=")}
-        return lambda stream, device: shell_service(stream, device, command, v2=v2, pty=pty, env=env)
-    if name.startswith("exec:"):
-        command = name[5:]
-        return lambda stream, device: shell_service(stream, device, command, v2=False, pty=False, env={})
-    if name in ("sync:", "sync"):
-        return sync_service
+    found = shell_exec_sync_service(name, shell_service)
+    if found is not None:
+        return found
     if name.startswith("tcp:"):
         rest = name[4:]
         host, _, port_text = rest.rpartition(":")
