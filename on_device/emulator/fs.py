@@ -602,10 +602,7 @@ class SandboxFS:
                 raise FsError(errno.ENOENT, src)
             dloc = self._walk(dst, cwd, follow=True)
             try:
-                if self._is_real_dir(dloc):
-                    inner = self._walk(str(dloc.dev / sloc.name), "/", follow=False)
-                    dloc.close()
-                    dloc = inner
+                dloc = self._into_dir(dloc, sloc.name, follow=False)
                 self.check_writable(sloc.dev.parent, src)
                 self.check_writable(dloc.dev.parent, dst)
                 if self.in_quota(dloc.dev) and not self.in_quota(sloc.dev):
@@ -614,6 +611,15 @@ class SandboxFS:
                     os.rename(sloc.name, dloc.name, src_dir_fd=sloc.dirfd, dst_dir_fd=dloc.dirfd)
             finally:
                 dloc.close()
+
+    def _into_dir(self, loc: Loc, name: str, follow: bool) -> Loc:
+        """`loc`, or where it is a real directory the entry `name` inside it (mv/cp into a dir);
+        the outer walk is closed once the inner one is open."""
+        if not self._is_real_dir(loc):
+            return loc
+        inner = self._walk(str(loc.dev / name), "/", follow=follow)
+        loc.close()
+        return inner
 
     @staticmethod
     def _is_real_dir(loc: Loc) -> bool:
@@ -631,10 +637,7 @@ class SandboxFS:
             raise FsError(errno.ENOENT, src) from None
         dloc = self._walk(dst, cwd, follow=True)
         try:
-            if self._is_real_dir(dloc):
-                inner = self._walk(str(dloc.dev / sdev.name), "/", follow=True)
-                dloc.close()
-                dloc = inner
+            dloc = self._into_dir(dloc, sdev.name, follow=True)
             self.check_writable(dloc.dev.parent, dst)
             if stat.S_ISDIR(sst.st_mode):
                 if not recursive:
