@@ -18,6 +18,8 @@ command -v busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ "$(uname -m)" != x86_64 ] || need_apt+=(libc6-dev)
+# md5sum ... sha512sum over OpenSSL's libcrypto.a (a phone's toybox hashes with BoringSSL's hardware SHA)
+[ -f /usr/include/openssl/evp.h ] || need_apt+=(libssl-dev)
 if ((${#need_apt[@]})); then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -139,6 +139,43 @@ def test_debian_adb_push_pull_links_and_unicode(adb, serial, tmp_path):
     assert r.returncode == 0 and back.read_bytes() == (tree / "blob").read_bytes()
 
 
+def test_hash_commands_match_hashlib(adb, serial, tmp_path):
+    """md5sum ... sha512sum are OpenSSL's (Android's toybox hashes with BoringSSL), toybox's output."""
+    import hashlib
+
+    files = {"empty": b"", "small": b"abc\n", "big": os.urandom((3 << 20) + 12345), "ünï cødé": os.urandom(999)}
+    src = tmp_path / "h"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    assert adb.run("-s", serial, "push", str(src), f"{TMP}/h").returncode == 0
+    names = sorted(files)
+    quoted = " ".join(f"'{n}'" for n in names)
+    for algo in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512"):
+        r = adb.run("-s", serial, "shell", f"cd {TMP}/h && {algo}sum {quoted} && readlink /system/bin/{algo}sum")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.decode().splitlines()
+        assert lines[:-1] == [f"{hashlib.new(algo, files[n]).hexdigest()}  {n}" for n in names]
+        assert lines[-1] == "g4m-hashsum"
+    big = hashlib.sha256(files["big"]).hexdigest()
+    # stdin (no file, or -), -b, a missing file (error line, rc 1, the rest still hashed), -c, -s
+    r = adb.run("-s", serial, "shell", f"cd {TMP}/h && sha256sum < big && sha256sum - < big && sha256sum -b big small;"
+                                       " sha256sum nope big; echo rc=$?; sha256sum big small > list; sha256sum -c list;"
+                                       " echo c=$?; sha256sum -c -s list; echo s=$?; sha256sum -s big; echo bad=$?")
+    out = r.stdout.decode().splitlines()
+    assert out[:4] == [f"{big}  -", f"{big}  -", big, hashlib.sha256(files["small"]).hexdigest()]
+    assert out[4:6] == [f"{big}  big", "rc=1"]
+    assert out[6:] == ["big: OK", "small: OK", "c=0", "s=0", "bad=1"]
+    assert r.stderr.decode().splitlines() == ["sha256sum: nope: No such file or directory",
+                                              "sha256sum: -s only with -c"]
+    # an unreadable file (mode 000: the kernel refuses the shell user) and a changed one under -c
+    r = adb.run("-s", serial, "shell", f"cd {TMP}/h && chmod 000 small && md5sum small empty; echo rc=$?; "
+                                       "chmod 644 small; echo x >> small; sha256sum -c list; echo c=$?")
+    assert r.stdout.decode().splitlines() == [f"{hashlib.md5(b'').hexdigest()}  empty", "rc=1",
+                                              "big: OK", "small: FAILED", "c=1"]
+    assert r.stderr.decode() == "md5sum: small: Permission denied\n"
+
+
 def _echo_server() -> tuple[socket.socket, int]:
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

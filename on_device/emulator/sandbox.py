@@ -48,6 +48,10 @@ SHELL_UID = SHELL_GID = 2000
 USERLAND_DIR = Path(__file__).resolve().parent / "userland"
 CLIENT_SOURCE = USERLAND_DIR / "g4m_client.c"
 INIT_SOURCE = USERLAND_DIR / "g4m_init.c"
+HASH_SOURCE = USERLAND_DIR / "g4m_hashsum.c"
+# Android's toybox hashes with BoringSSL (hardware SHA); Debian's toybox has its own slow C code,
+# so these come from our static program over OpenSSL's libcrypto (g4m_hashsum.c says more).
+HASH_COMMANDS = ("md5sum", "sha1sum", "sha224sum", "sha256sum", "sha384sum", "sha512sum")
 # Android's toybox command set (Android 14, plus its one-true-awk). What Debian's toybox build
 # lacks comes from busybox; what neither has is simply absent, as on a phone without it.
 ANDROID_COMMANDS = (
@@ -65,13 +69,13 @@ ANDROID_COMMANDS = (
     "unlink unshare uptime usleep uudecode uuencode uuidgen vconfig vi vmstat watch wc which whoami "
     "xargs xxd yes zcat awk [").split()
 # Our own executables (scripts and the client) win over toybox/busybox for these names.
-OWN_COMMANDS = ("getprop", "setprop", "uname", "dd", "df", "nproc", "g4m-emulator-runner")
+OWN_COMMANDS = ("getprop", "setprop", "uname", "dd", "df", "nproc", "g4m-emulator-runner", *HASH_COMMANDS)
 PIDS_MAX = 512  # per session; the device as a whole gets DEVICE_PIDS_MAX
 DEVICE_PIDS_MAX = 4096
 DEVICE_PATH = ("/product/bin:/apex/com.android.runtime/bin:/apex/com.android.art/bin:/system_ext/bin:"
                "/system/bin:/system/xbin:/odm/bin:/vendor/bin:/vendor/xbin")
 
-_FIX = ("install bubblewrap, mksh, toybox and busybox-static (bash scripts/setup.sh) on Linux with user "
+_FIX = ("install bubblewrap, mksh, toybox, busybox-static, gcc and libssl-dev (bash scripts/setup.sh) on Linux with user "
         "namespaces enabled (sysctl user.max_user_namespaces > 0)")
 
 
@@ -204,15 +208,18 @@ echo $n
     return {"getprop": getprop, "uname": uname, "dd": dd, "nproc": nproc}
 
 
-def _compile_client(dest: Path, source: Path = CLIENT_SOURCE) -> None:
+def _compile_client(dest: Path, source: Path = CLIENT_SOURCE, libs: tuple[str, ...] = ()) -> None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise UserError("building the emulator's device helper needs a C compiler (cc), which is not installed",
                         "install gcc and libc6-dev (bash scripts/setup.sh)")
-    r = subprocess.run([cc, "-static", "-O2", "-o", str(dest), str(source)], capture_output=True, text=True)
+    r = subprocess.run([cc, "-static", "-O2", "-o", str(dest), str(source), *libs], capture_output=True, text=True)
     if r.returncode != 0:
-        raise UserError(f"cannot build the emulator's device helper: {r.stderr.strip().splitlines()[-1:]}",
-                        "install gcc and libc6-dev (static glibc) (bash scripts/setup.sh)")
+        # The linker's warnings about dlopen/getaddrinfo in a static libcrypto are harmless; the
+        # last error line is what says why.
+        errors = [x for x in r.stderr.strip().splitlines() if "warning" not in x] or r.stderr.strip().splitlines()
+        raise UserError(f"cannot build the emulator's device helper {source.name}: {' '.join(errors[-1:])}",
+                        "install gcc, libc6-dev (static glibc) and libssl-dev (bash scripts/setup.sh)")
 
 
 def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, str]]:
@@ -221,7 +228,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
     runner's interpreter. Returns the directory and {command: provider}."""
     scripts = _scripts(profile)
     h = hashlib.sha256()
-    for p in (tools.mksh, tools.toybox, tools.busybox, str(CLIENT_SOURCE), str(INIT_SOURCE)):
+    for p in (tools.mksh, tools.toybox, tools.busybox, str(CLIENT_SOURCE), str(INIT_SOURCE), str(HASH_SOURCE)):
         st = os.stat(p)
         h.update(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(scripts, sort_keys=True).encode())
@@ -238,6 +245,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
         shutil.copy2(os.path.realpath(tools.busybox), tmp / "busybox")
         _compile_client(tmp / "g4m-client")
         _compile_client(tmp / "init", INIT_SOURCE)
+        _compile_client(tmp / "g4m-hashsum", HASH_SOURCE, ("-lcrypto",))
         toy = _applets(tools.toybox, []) - {"toybox"}
         busy = _applets(tools.busybox, ["--list"])
         providers: dict[str, str] = {"sh": "mksh"}
@@ -257,6 +265,9 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
         for name in ("setprop", "df", "g4m-emulator-runner"):
             os.symlink("g4m-client", tmp / name)
             providers[name] = "emulator service"
+        for name in HASH_COMMANDS:
+            os.symlink("g4m-hashsum", tmp / name)
+            providers[name] = "OpenSSL libcrypto (Android's toybox: BoringSSL)"
         os.symlink("sh", tmp / "mksh")
         (tmp / ".providers.json").write_text(json.dumps(providers, indent=1, sort_keys=True))
         for p in tmp.iterdir():
