@@ -383,7 +383,7 @@ def test_fs_walk_contract(phone):
     """sandbox._fenced_dir_fd relies on fs.py's private `_walk` (a Loc with dirfd + name)."""
     fd = sandbox._fenced_dir_fd(phone.fs, "/data")
     try:
-        assert os.path.samefile(f"/proc/self/fd/{fd}", phone.fs.root / "data")
+        assert os.path.samefile(f"/proc/self/fd/{fd}", f"/proc/{phone.userland.init_pid}/root/data")
     finally:
         os.close(fd)
 

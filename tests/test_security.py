@@ -176,9 +176,11 @@ def test_sync_send_race_never_writes_outside_the_root(emulator_factory, host, tm
 
 
 def test_device_symlinks_never_resolve_on_the_host(emulator_factory, host, tmp_path):
-    """A device link is stored so that the host cannot follow it out of the root: absolute,
-    relative with too many `..`, and one pushed over sync (S_IFLNK); the device still sees its target."""
-    emu = emulator_factory()
+    """A device link holds the device's own target (the device kernel follows it, readlink shows
+    it, as on a phone) and lives where no host process reaches it: /data is mounted in the
+    device's namespace only. Absolute, relative with too many `..`, and one pushed over sync
+    (S_IFLNK); the device resolves each inside its own root, like a chroot."""
+    emu = emulator_factory(userland="android")
     dev = _device(emu.port)
     try:
         out = dev.shell(f"cd {TMP} && ln -s {host}/secret.txt abs && ln -s ../../../../../../../..{host}/secret.txt rel"
@@ -189,37 +191,51 @@ def test_device_symlinks_never_resolve_on_the_host(emulator_factory, host, tmp_p
         # adb sends a symlink as SEND path,mode with S_IFLNK and the target as its data.
         dev.push(str(link_src), f"{TMP}/pushed", st_mode=stat.S_IFLNK | 0o777)
         assert dev.shell(f"readlink {TMP}/pushed").strip() == f"{host}/secret.txt"
-        tmpdir = emu.fs.host_path_unchecked(TMP)
+        # The host's namespace has no device /data: not the links, not even their names.
+        on_host = emu.fs.root / "data" / "local" / "tmp"
         for name in ("abs", "rel", "dir", "pushed"):
-            raw = os.readlink(tmpdir / name)
-            assert raw.startswith(LINK_PREFIX), raw
-            with pytest.raises(OSError):
-                (tmpdir / name).read_bytes()
-            with pytest.raises(OSError):
-                (tmpdir / name / "secret.txt").read_bytes()
-        # The device resolves the absolute target inside its own root, like a chroot.
-        assert SECRET.decode() not in dev.shell(f"cat {TMP}/abs {TMP}/rel {TMP}/dir/secret.txt 2>&1")
+            assert not os.path.lexists(on_host / name)
+        with open("/proc/self/mountinfo") as f:
+            assert not [ln for ln in f if ln.split()[4].startswith(str(emu.fs.root))]
+        # The device (and the emulator's own sync) resolve the targets inside the device root.
+        assert SECRET.decode() not in dev.shell(f"cat {TMP}/abs {TMP}/rel {TMP}/pushed {TMP}/dir/secret.txt 2>&1")
+        for name in ("abs", "rel", "pushed"):
+            with pytest.raises(Exception):
+                dev.pull(f"{TMP}/{name}", str(tmp_path / "got"))
         dev.shell(f"mkdir -p {TMP}/real && echo inside > {TMP}/real/x && ln -s {TMP}/real {TMP}/in")
-        assert dev.shell(f"cat {TMP}/in/x") == "inside\n"
+        link_src.write_bytes(b"real/x\0")
+        dev.push(str(link_src), f"{TMP}/relpushed", st_mode=stat.S_IFLNK | 0o777)
+        assert dev.shell(f"cat {TMP}/in/x {TMP}/relpushed; readlink {TMP}/relpushed") == "inside\ninside\nreal/x\n"
     finally:
         dev.close()
 
 
 def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
+    """Links of a root from before: a raw one in /data (the interpreter's era, before issue 11)
+    stays the device's; issue 11's host-unresolvable form in /data, which the device kernel
+    cannot follow, becomes the device target; a raw one outside /data (host-visible) becomes the
+    host-unresolvable form."""
     from conftest_emulator import make_emulator
 
     root = tmp_path / "root"
-    (root / "data" / "local" / "tmp").mkdir(parents=True)
+    tmp = root / "data" / "local" / "tmp"
+    tmp.mkdir(parents=True)
     (root / "system").mkdir()
+    (root / "vendor").mkdir()
     (root / "system" / "build.prop").write_text("ro.product.model=old\n")  # a root made before markers
-    os.symlink(str(host / "secret.txt"), root / "data" / "local" / "tmp" / "old")
-    emu = make_emulator(root)
+    os.symlink(str(host / "secret.txt"), tmp / "old")
+    (tmp / "real").write_text("real\n")
+    os.symlink(LINK_PREFIX + "/data/local/tmp/real", tmp / "issue11")
+    os.symlink(str(host / "secret.txt"), root / "vendor" / "outside")
+    emu = make_emulator(root, userland="android")
     try:
-        raw = os.readlink(root / "data" / "local" / "tmp" / "old")
-        assert raw == LINK_PREFIX + str(host / "secret.txt")
+        assert os.readlink(root / "vendor" / "outside") == LINK_PREFIX + str(host / "secret.txt")
+        assert not os.path.lexists(tmp / "old")  # in the device's /data now, off the host
         dev = _device(emu.port)
         try:
-            assert dev.shell(f"readlink {TMP}/old").strip() == str(host / "secret.txt")
+            out = dev.shell(f"readlink {TMP}/old {TMP}/issue11; cat {TMP}/issue11; cat /vendor/outside 2>&1")
+            assert out.splitlines()[:3] == [str(host / "secret.txt"), "/data/local/tmp/real", "real"]
+            assert SECRET.decode() not in out
         finally:
             dev.close()
     finally:

@@ -7,12 +7,25 @@ the walk holds a directory fd per component (opened O_NOFOLLOW from the root's f
 symlinks itself with readlinkat, and the final component is opened, made or changed relative to
 its parent's fd with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW. No host path string is ever opened.
 
-Device symlinks are stored on the host as symlinks whose target is LINK_PREFIX + the device
-target, e.g. `/dev/null/.g4m-device-link//data/x`: the host kernel (any host process, a backup
-tool, the user's shell) cannot resolve that at all (`/dev/null` is not a directory, so the walk
-stops with ENOTDIR before any `..`), while the sandbox strips the prefix and resolves the device
-target in-sandbox. Links made by older versions (raw targets) are still read correctly and are
-rewritten on emulator start (`harden_links`).
+How device symlinks are stored, and what that guarantees:
+- On the writable partitions (/data, and /sdcard = /data/media/0) a link holds the device's own
+  target, byte for byte (`ln -s` in the device shell, whose kernel makes it, and a pushed S_IFLNK
+  alike), so the device kernel follows it and readlink/ls -l show what a phone shows. No host
+  process can follow such a link out of the root because no host process can reach it: /data is
+  an ext4 image mounted in the device's mount namespace only (sandbox.Storage mounts it for the
+  start and unmounts it from the host's namespace once the device holds it); the emulator itself
+  then walks the device's own view (`enter_device_view`: the root fd is the device init's
+  /proc/PID/root). The one way left in is /proc/<device init>/root, which needs root (ptrace
+  rights over the device), who can read the host's files anyway.
+- Anywhere else (the read-only rest of the root, visible on the host) only the emulator makes
+  links (layout, e.g. /sdcard), stored as LINK_PREFIX + the device target, e.g.
+  `/dev/null/.g4m-device-link//storage/emulated/0`: no host process can resolve that at all
+  (`/dev/null` is not a directory, so the walk stops with ENOTDIR before any `..`); fs.py strips
+  the prefix, and the sandbox gets such links as fresh ones in its own root (sandbox.py).
+- Links stored the old way are rewritten at start (`migrate_links`): on the partitions the
+  LINK_PREFIX form (issue 11's, which the device kernel cannot follow) becomes the device target;
+  elsewhere a raw target becomes the LINK_PREFIX form.
+Without the userland (no `raw_link_dirs`) every link gets the LINK_PREFIX form.
 
 The /data partition has a quota from the device profile.
 """
@@ -138,6 +151,27 @@ class SandboxFS:
         self._partitions = self._data_partition_roots()
         self._uploads: set[tuple[int, int, str]] = set()  # (st_dev, st_ino of dir, temp name) in flight
         self._uploads_lock = threading.Lock()
+        # Where device links are kept as the device target (see the module docstring): device
+        # directories that live in the device's own mount namespace only (sandbox.Storage).
+        self.raw_link_dirs: tuple[str, ...] = ()
+        self.view = self.root  # host name of the root fd (the device init's /proc/PID/root once entered)
+
+    def enter_device_view(self, root_path: str) -> None:
+        """Walk the device's own view from now on (root_path: /proc/<device init>/root, where /data
+        is mounted and the host's namespace has it no more). Called once, before serving."""
+        fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # follows the magic link
+        old, self._root_fd = self._root_fd, fd
+        self.view = Path(root_path)
+        with contextlib.suppress(OSError):
+            os.close(old)
+
+    def _raw_links_at(self, dev: PurePosixPath | str) -> bool:
+        dev = str(dev)
+        return any(dev.startswith(d.rstrip("/") + "/") for d in self.raw_link_dirs)
+
+    def _stored_link(self, target: str, dev: PurePosixPath | str) -> str:
+        """How a device link at `dev` to `target` is stored (module docstring)."""
+        return target if self._raw_links_at(dev) else encode_link(target)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -174,10 +208,10 @@ class SandboxFS:
                     os.close(o)
 
     def host_path_unchecked(self, device_path: str) -> Path:
-        """Host path of an absolute device path without following symlinks (logs and tests only:
-        never open it, use the fs methods)."""
+        """Host path of an absolute device path without following symlinks, in the device's view
+        once entered (logs and tests only: never open it, use the fs methods)."""
         parts = [p for p in PurePosixPath(device_path).parts[1:] if p not in ("..", ".")]
-        return self.root.joinpath(*parts)
+        return self.view.joinpath(*parts)
 
     def write_layout_file(self, path: str, data: bytes, mode: int = 0o444) -> None:
         """Write a file the emulator owns (e.g. /proc/meminfo), ignoring mount modes, atomically."""
@@ -218,16 +252,19 @@ class SandboxFS:
                 os.unlink(tmp, dir_fd=dirfd)
             raise
 
-    def harden_links(self) -> int:
-        """Rewrite links stored with a raw target (older versions) into the host-unresolvable form."""
+    def migrate_links(self) -> int:
+        """Rewrite links stored another way (older versions, or the device shell's own outside the
+        raw-link dirs) into the form their place keeps (module docstring); the number rewritten."""
         n = 0
-        for _dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=self._root_fd, follow_symlinks=False):
+        for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=self._root_fd, follow_symlinks=False):
+            base = "/" + dirpath[2:] if dirpath != "." else ""
             for name in dirnames + filenames:
                 with contextlib.suppress(OSError):
                     raw = os.readlink(name, dir_fd=dfd)
-                    if not raw.startswith(LINK_PREFIX):
+                    stored = self._stored_link(decode_link(raw), f"{base}/{name}")
+                    if stored != raw:
                         tmp = f".{name}.{secrets.token_hex(8)}.lnk"
-                        os.symlink(encode_link(raw), tmp, dir_fd=dfd)
+                        os.symlink(stored, tmp, dir_fd=dfd)
                         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                         n += 1
         return n
@@ -363,7 +400,7 @@ class SandboxFS:
         """(canonical device path, host path) with every symlink on the way resolved in-sandbox.
         The host path is for mount checks, logs and tests: never open it (use the fs methods)."""
         with self._walk(path, cwd, follow, lexical_tail=True) as loc:
-            return loc.dev, self.root.joinpath(*loc.dev.parts[1:])
+            return loc.dev, self.view.joinpath(*loc.dev.parts[1:])
 
     def resolve(self, path: str | PurePosixPath, cwd: str | PurePosixPath = "/", follow: bool = True) -> Path:
         return self.canonical(path, cwd, follow)[1]
@@ -719,7 +756,7 @@ class SandboxFS:
             raise FsError(errno.EINVAL, path)
         with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
             self.check_writable(loc.dev.parent, path)
-            os.symlink(encode_link(target), loc.name, dir_fd=loc.dirfd)
+            os.symlink(self._stored_link(target, loc.dev), loc.name, dir_fd=loc.dirfd)
 
     def replace_with_symlink(self, target: str, path: str) -> None:
         """Make `path` a symlink to `target`, replacing a file or link there (sync SEND of a link)."""
@@ -728,7 +765,7 @@ class SandboxFS:
         with self._walk(path, "/", follow=False) as loc, self.oserrors(path):
             self.check_writable(loc.dev.parent, path)
             tmp = f".{loc.name}.{secrets.token_hex(8)}.lnk"
-            os.symlink(encode_link(target), tmp, dir_fd=loc.dirfd)
+            os.symlink(self._stored_link(target, loc.dev), tmp, dir_fd=loc.dirfd)
             try:
                 os.rename(tmp, loc.name, src_dir_fd=loc.dirfd, dst_dir_fd=loc.dirfd)
             except OSError:

@@ -439,12 +439,20 @@ class Storage:
     fit, from the kernel itself. Why an image: a quota that the kernel enforces for any writer
     inside the sandbox (toybox, a user's binary) without an interposer on every write; sparse, so
     it costs only what is written (mkfs ~60 ms). The image lives next to the root
-    (`ROOT.data.img`), outside the device filesystem, and is kept across restarts."""
+    (`ROOT.data.img`), outside the device filesystem, and is kept across restarts.
+
+    The mounts are in the host's namespace only while the device starts (the emulator prepares
+    the layout, the sandbox binds them); `hide()` then unmounts them there, so the device's files
+    (and its symlinks, kept as the device made them: fs.py) are reachable from its own namespace
+    only. An flock on the image keeps a second emulator off the same root meanwhile."""
+
+    DIRS = ("/data", "/storage/emulated/0")  # device paths that live in the image
 
     def __init__(self, root: Path, storage_bytes: int):
         self.root = Path(root)
         self.image = self.root.with_name(self.root.name + ".data.img")
         self.mounted: list[Path] = []
+        self._lock_fd = -1
         self.record = Path(tempfile.gettempdir()) / f"g4m-device-{os.getpid()}-mounts-{self.root.name}.txt"
         data = self.root / "data"
         media = self.root / "storage" / "emulated" / "0"
@@ -458,12 +466,30 @@ class Storage:
             self.close()
             raise
 
+    def _lock(self) -> None:
+        import fcntl
+
+        self._lock_fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"the device filesystem {self.root} is in use by another running emulator",
+                            "stop that emulator first, or pass another --root") from None
+
     def _mount(self, data: Path, media: Path, storage_bytes: int) -> None:
         if os.path.ismount(data) or os.path.ismount(media):
             raise UserError(f"the device filesystem {self.root} is in use by another running emulator",
                             "stop that emulator first, or pass another --root")
         if not self.image.exists():
             self._make_image(data, storage_bytes)
+            # What the root's data/ held is in the image now; left on the host it would be
+            # host-visible (with its links) once the image is hidden.
+            for p in list(data.iterdir()):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        self._lock()
         self._run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(data)])
         self.mounted.append(data)
         # /data is system's and 0771 on a phone: the shell user may cross it, not list it. Host uid
@@ -499,12 +525,27 @@ class Storage:
                             "run the emulator as root on Linux with loop devices (the Android userland needs them "
                             "for /data's size), or use --userland interpreter")
 
+    def hide(self) -> None:
+        """Unmount from the host's namespace (the device's keeps its own mounts of the image)."""
+        for m in reversed(self.mounted):
+            r = subprocess.run(["umount", "-l", str(m)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise UserError(f"cannot hide the device's /data from the host ({r.stderr.strip()})",
+                                "run the emulator as root on Linux")
+        self.mounted.clear()
+        with contextlib.suppress(OSError):
+            self.record.unlink()
+
     def close(self) -> None:
         for m in reversed(self.mounted):
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
         self.mounted.clear()
         with contextlib.suppress(OSError):
             self.record.unlink()
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 def _sweep_stale_mounts() -> None:

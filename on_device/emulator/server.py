@@ -499,11 +499,17 @@ class EmulatorServer:
 
             _sweep_stale()
             self.storage = Storage(self.fs.root, self.config.profile.storage_bytes)
+            self.fs.raw_link_dirs = Storage.DIRS
         try:
             self._prepare_fs()
             if self.config.userland == "android":
                 self._start_userland()
+                # From here on the device's files are in the device's namespace only (fs.py).
+                self.storage.hide()
+                self.fs.enter_device_view(f"/proc/{self.userland.init_pid}/root")
         except BaseException:
+            if self.userland is not None:
+                self.userland.close()
             if self.storage is not None:
                 self.storage.close()
             raise
@@ -576,7 +582,7 @@ class EmulatorServer:
         fs = self.fs
         fs.write_marker()
         # A killed emulator may have left upload temporaries and (older versions) raw host links.
-        cleaned, hardened = fs.clean_partials(), fs.harden_links()
+        cleaned, hardened = fs.clean_partials(), fs.migrate_links()
         if cleaned or hardened:
             log.info("root %s: removed %d stale upload file(s), rewrote %d link(s)", fs.root, cleaned, hardened)
         fs.ensure_layout(("/data/local/tmp", "/storage/emulated/0", "/system/bin", "/proc", "/vendor/lib64"))
