@@ -1,7 +1,8 @@
 """Emulator fixtures, imported by tests/conftest.py.
 
 - `emulator`: one in-process reference emulator (galaxy-s24) for the test session; `.serial`,
-  `.port`, `.fs.root`, `.device.props`.
+  `.port`, `.fs.root`, `.device.props`. Every emulator runs Android's userland (mksh + toybox) in
+  bubblewrap; where that cannot run, the fixtures fail with the one-line error naming the fix.
 - `emulator_factory(**kw)`: a fresh emulator per call (profile=, auth=, authorized_keys=,
   accept_new_keys=, storage_bytes=, runner=), stopped at the end of the test.
 - `adb`: Debian's real adb on a private server port with its own HOME; `adb.run(*args)`,

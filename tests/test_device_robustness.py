@@ -144,7 +144,6 @@ def test_stale_upload_of_a_killed_emulator_is_removed_on_restart(managed_emulato
     src.write_bytes(os.urandom(16 << 20))
     dev = AdbDevice(_Transport("127.0.0.1", rec.port), default_transport_timeout_s=30)
     dev.connect(rsa_keys=None, auth_timeout_s=5)
-    target = root / "data" / "local" / "tmp"
     sent = {"n": 0, "killed": False}
 
     def progress(_path, n, _total):
@@ -161,11 +160,28 @@ def test_stale_upload_of_a_killed_emulator_is_removed_on_restart(managed_emulato
     while time.monotonic() < deadline and os.path.exists(f"/proc/{rec.pid}") and \
             "zombie" not in _proc_state(rec.pid):
         time.sleep(0.05)
-    parts = [n for n in os.listdir(target) if n.endswith(".syncpart")]
-    assert parts and parts[0].startswith(".big.bin."), os.listdir(target)  # the leftover of the issue
-    managed_emulator(root=root)
-    assert [n for n in os.listdir(target) if n.endswith(".syncpart")] == []
-    assert not (target / "big.bin").exists()
+    parts = [n for n in _image_listing(root, "/local/tmp") if n.endswith(".syncpart")]
+    assert parts and parts[0].startswith(".big.bin."), parts  # the leftover of the issue
+    rec = managed_emulator(root=root)
+    dev = AdbDevice(_Transport("127.0.0.1", rec.port), default_transport_timeout_s=30)
+    dev.connect(rsa_keys=None, auth_timeout_s=5)
+    try:
+        assert dev.shell("ls -a /data/local/tmp").split() == [".", ".."]
+    finally:
+        dev.close()
+
+
+def _image_listing(root, path: str) -> list[str]:
+    """Names in a directory of a stopped emulator's /data image (debugfs reads it unmounted)."""
+    import subprocess
+
+    image = root.with_name(root.name + ".data.img")
+    deadline = time.monotonic() + 10  # the dead device's namespace lets go of the image (unmount, flush)
+    while subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the image stays mounted after the emulator died"
+        time.sleep(0.05)
+    r = subprocess.run(["debugfs", "-R", f"ls -p {path}", str(image)], capture_output=True, text=True, check=True)
+    return [line.split("/")[5] for line in r.stdout.splitlines() if line.count("/") >= 7]  # /ino/mode/uid/gid/name/size/
 
 
 def _proc_state(pid: int) -> str:

@@ -122,7 +122,7 @@ def test_clse_is_answered_and_unknown_services_refused(emulator):
     try:
         c.handshake()
         assert c.open(1, "reboot:") is None
-        assert c.open(2, "framebuffer:") is None
+        assert c.open(2, "remount:") is None
         assert c.open(3, "nonsense-service") is None
         rid = c.open(4, "shell:sleep 30")
         c.send(b"CLSE", 4, rid)

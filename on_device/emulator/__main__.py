@@ -26,9 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authorized-keys")
     ap.add_argument("--accept-new-keys", action="store_true")
     ap.add_argument("--storage-bytes", type=int)
-    ap.add_argument("--userland", choices=("android", "interpreter"),
-                    default=os.environ.get("G4M_EMULATOR_USERLAND", "interpreter"),
-                    help="android: mksh + toybox in a bubblewrap sandbox; interpreter: the built-in shell")
     ap.add_argument("--ready-file", help="written (JSON: port, pid) once the port accepts connections")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
@@ -37,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = EmulatorConfig(profile=load_profile(a.profile), root=Path(a.root), port=a.port, auth=a.auth,
                              authorized_keys=Path(a.authorized_keys) if a.authorized_keys else None,
-                             accept_new_keys=a.accept_new_keys, storage_bytes=a.storage_bytes,
-                             userland=a.userland)
+                             accept_new_keys=a.accept_new_keys, storage_bytes=a.storage_bytes)
         server = EmulatorServer(cfg)
         port = server.start()
     except UserError as e:

@@ -25,7 +25,7 @@ How device symlinks are stored, and what that guarantees:
 - Links stored the old way are rewritten at start (`migrate_links`): on the partitions the
   LINK_PREFIX form (issue 11's, which the device kernel cannot follow) becomes the device target;
   elsewhere a raw target becomes the LINK_PREFIX form.
-Without the userland (no `raw_link_dirs`) every link gets the LINK_PREFIX form.
+A SandboxFS not behind a device (no `raw_link_dirs`: tests) stores every link the LINK_PREFIX way.
 
 The /data partition has a quota from the device profile.
 """
@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
-import shutil
 import stat
 import threading
 from dataclasses import dataclass
@@ -45,6 +45,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
 from gemma4_common.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MAX_SYMLINKS = 40
 # Writes re-measure real usage after this many bytes (or sooner when close to full).
@@ -438,10 +440,6 @@ class SandboxFS:
     def free(self) -> int:
         return max(0, self.storage_bytes - self.usage())
 
-    def check_space(self, nbytes: int, shown: str) -> None:
-        if nbytes > self.free():
-            raise FsError(errno.ENOSPC, shown)
-
     def in_quota(self, dev: PurePosixPath | str) -> bool:
         dev = str(dev)
         return any(dev == p or dev.startswith(p.rstrip("/") + "/") for p in self._partitions)
@@ -472,13 +470,6 @@ class SandboxFS:
 
     def stat(self, path: str, cwd: str = "/") -> os.stat_result:
         return self._retrying(path, cwd, True, lambda loc: self._stat_followed(loc, path))
-
-    def exists(self, path: str, cwd: str = "/") -> bool:
-        try:
-            self.stat(path, cwd)
-            return True
-        except OSError:
-            return False
 
     def is_dir(self, path: str, cwd: str = "/") -> bool:
         try:
@@ -523,21 +514,6 @@ class SandboxFS:
 
         return self._retrying(path, cwd, True, op)
 
-    def walk_tree(self, path: str, cwd: str = "/") -> list[str]:
-        """Device paths of everything below a directory (not following links), for chmod -R."""
-        def op(loc: Loc) -> list[str]:
-            fd = self._open_dir(loc, path)
-            out: list[str] = []
-            try:
-                for dirpath, dirnames, filenames, _dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-                    base = loc.dev if dirpath == "." else loc.dev / dirpath[2:]
-                    out += [str(base / n) for n in dirnames + filenames]
-            finally:
-                os.close(fd)
-            return out
-
-        return self._retrying(path, cwd, True, op)
-
     def open_fd(self, path: str, cwd: str = "/") -> int:
         """A read-only fd of a regular file (never a directory), race-free: the runner's model."""
         def op(loc: Loc) -> int:
@@ -561,10 +537,6 @@ class SandboxFS:
 
     def open_read(self, path: str, cwd: str = "/") -> BinaryIO:
         return os.fdopen(self.open_fd(path, cwd), "rb")
-
-    def read_bytes(self, path: str, cwd: str = "/") -> bytes:
-        with self.open_read(path, cwd) as f:
-            return f.read()
 
     def mkdir(self, path: str, cwd: str = "/", parents: bool = False, mode: int = 0o771) -> None:
         if parents:
@@ -612,152 +584,6 @@ class SandboxFS:
                 missing.append(cur.name)
                 cur = cur.parent
 
-    def remove(self, path: str, cwd: str = "/", recursive: bool = False) -> None:
-        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
-            if loc.name == ".":
-                raise FsError(errno.EBUSY, path)
-            try:
-                st = loc.lstat()
-            except FileNotFoundError:
-                raise FsError(errno.ENOENT, path) from None
-            self.check_writable(loc.dev.parent, path)
-            if stat.S_ISDIR(st.st_mode):
-                if not recursive:
-                    raise FsError(errno.EISDIR, path)
-                shutil.rmtree(loc.name, dir_fd=loc.dirfd)  # fd-based: never follows a swapped-in link
-            else:
-                os.unlink(loc.name, dir_fd=loc.dirfd)
-
-    def rmdir(self, path: str, cwd: str = "/") -> None:
-        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
-            self.check_writable(loc.dev.parent, path)
-            os.rmdir(loc.name, dir_fd=loc.dirfd)
-
-    def rename(self, src: str, dst: str, cwd: str = "/") -> None:
-        with self._walk(src, cwd, follow=False) as sloc:
-            if not sloc.lexists():
-                raise FsError(errno.ENOENT, src)
-            dloc = self._walk(dst, cwd, follow=True)
-            try:
-                dloc = self._into_dir(dloc, sloc.name, follow=False)
-                self.check_writable(sloc.dev.parent, src)
-                self.check_writable(dloc.dev.parent, dst)
-                if self.in_quota(dloc.dev) and not self.in_quota(sloc.dev):
-                    self.check_space(_tree_size_at(sloc.dirfd, sloc.name), dst)
-                with self.oserrors(dst):
-                    os.rename(sloc.name, dloc.name, src_dir_fd=sloc.dirfd, dst_dir_fd=dloc.dirfd)
-            finally:
-                dloc.close()
-
-    def _into_dir(self, loc: Loc, name: str, follow: bool) -> Loc:
-        """`loc`, or where it is a real directory the entry `name` inside it (mv/cp into a dir);
-        the outer walk is closed once the inner one is open."""
-        if not self._is_real_dir(loc):
-            return loc
-        inner = self._walk(str(loc.dev / name), "/", follow=follow)
-        loc.close()
-        return inner
-
-    @staticmethod
-    def _is_real_dir(loc: Loc) -> bool:
-        try:
-            return stat.S_ISDIR(loc.lstat().st_mode)
-        except OSError:
-            return False
-
-    def copy(self, src: str, dst: str, cwd: str = "/", recursive: bool = False) -> None:
-        sdev, _ = self.canonical(src, cwd)
-        sfd = None
-        try:
-            sst = self.stat(src, cwd)
-        except FsError:
-            raise FsError(errno.ENOENT, src) from None
-        dloc = self._walk(dst, cwd, follow=True)
-        try:
-            dloc = self._into_dir(dloc, sdev.name, follow=True)
-            self.check_writable(dloc.dev.parent, dst)
-            if stat.S_ISDIR(sst.st_mode):
-                if not recursive:
-                    raise FsError(errno.EISDIR, src)
-                if str(dloc.dev).startswith(str(sdev).rstrip("/") + "/"):
-                    raise FsError(errno.EINVAL, dst)
-
-                def op(sloc: Loc) -> None:
-                    fd = self._open_dir(sloc, src)
-                    try:
-                        if self.in_quota(dloc.dev):
-                            self.check_space(_tree_size_fd(fd), dst)
-                        with self.oserrors(dst):
-                            _copy_tree_fd(fd, dloc.dirfd, dloc.name)
-                    finally:
-                        os.close(fd)
-
-                self._retrying(src, cwd, True, op)
-                return
-            if self._is_real_dir(dloc):
-                raise FsError(errno.EISDIR, dst)
-            sfd = self.open_fd(src, cwd)
-            if self.in_quota(dloc.dev):
-                self.check_space(os.fstat(sfd).st_size, dst)
-            with self.oserrors(dst):
-                _atomic_copy_fd(sfd, dloc.dirfd, dloc.name, stat.S_IMODE(os.fstat(sfd).st_mode))
-        finally:
-            dloc.close()
-            if sfd is not None:
-                os.close(sfd)
-
-    def _path_fd(self, loc: Loc, shown: str) -> int:
-        """An O_PATH fd of the final component, which must not be a symlink (else: a race)."""
-        with self.oserrors(shown):
-            fd = os.open(loc.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=loc.dirfd)
-        if stat.S_ISLNK(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise _Raced()
-        return fd
-
-    def chmod(self, path: str, mode: int, cwd: str = "/") -> None:
-        def op(loc: Loc) -> None:
-            self.check_writable(loc.dev, path)
-            fd = self._path_fd(loc, path)
-            try:
-                with self.oserrors(path):
-                    # The fd's magic link names the inode itself: no path is resolved again.
-                    os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777 & ~0o7000)
-            finally:
-                os.close(fd)
-
-        self._retrying(path, cwd, True, op)
-
-    def touch(self, path: str, cwd: str = "/") -> None:
-        def op(loc: Loc) -> None:
-            with self.oserrors(path):
-                if loc.lexists():
-                    self.check_writable(loc.dev, path)
-                    fd = self._path_fd(loc, path)
-                    try:
-                        os.utime(f"/proc/self/fd/{fd}")
-                    finally:
-                        os.close(fd)
-                    return
-                self.check_writable(loc.dev.parent, path)
-                try:
-                    fd = os.open(loc.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                                 0o666, dir_fd=loc.dirfd)
-                except OSError as e:
-                    if e.errno == errno.ELOOP:
-                        raise _Raced() from None
-                    raise
-                os.close(fd)
-
-        self._retrying(path, cwd, True, op)
-
-    def symlink(self, target: str, path: str, cwd: str = "/") -> None:
-        if "\0" in target:
-            raise FsError(errno.EINVAL, path)
-        with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
-            self.check_writable(loc.dev.parent, path)
-            os.symlink(self._stored_link(target, loc.dev), loc.name, dir_fd=loc.dirfd)
-
     def replace_with_symlink(self, target: str, path: str) -> None:
         """Make `path` a symlink to `target`, replacing a file or link there (sync SEND of a link)."""
         if "\0" in target:
@@ -776,65 +602,9 @@ class SandboxFS:
         with self._walk(path, cwd, follow=False) as loc, self.oserrors(path):
             return decode_link(os.readlink(loc.name, dir_fd=loc.dirfd))
 
-    def open_write(self, path: str, cwd: str = "/", append: bool = False) -> "QuotaFile":
-        """A file opened for writing in place (shell redirection), counted against the quota."""
-        def op(loc: Loc) -> QuotaFile:
-            try:
-                st = loc.lstat()
-            except FileNotFoundError:
-                st = None
-            except OSError as e:
-                raise FsError(e.errno or errno.EIO, path) from None
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                raise FsError(errno.EISDIR, path)
-            if st is not None and stat.S_ISLNK(st.st_mode):
-                raise _Raced()
-            self.check_writable(loc.dev if st is not None else loc.dev.parent, path)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            flags |= os.O_APPEND if append else os.O_TRUNC
-            try:
-                fd = os.open(loc.name, flags, 0o666, dir_fd=loc.dirfd)
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise _Raced() from None
-                raise FsError(e.errno or errno.EIO, path) from None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise FsError(errno.EACCES, path)
-            os.set_blocking(fd, True)
-            return QuotaFile(self, os.fdopen(fd, "ab" if append else "wb"), path, self.in_quota(loc.dev))
-
-        return self._retrying(path, cwd, True, op)
-
     def new_file(self, path: str, cwd: str = "/") -> "AtomicUpload":
         """A file that appears at `path` only when committed (sync SEND)."""
         return AtomicUpload(self, path, cwd)
-
-
-class QuotaFile:
-    """A writable host file whose growth is checked against the device's free space."""
-
-    def __init__(self, fs: SandboxFS, f: BinaryIO, shown: str, counted: bool):
-        self.fs, self.f, self.shown, self.counted = fs, f, shown, counted
-        self._budget = fs.free() if counted else 1 << 62
-
-    def write(self, data: bytes) -> None:
-        if self.counted and len(data) > self._budget:
-            self._budget = self.fs.free()
-            if len(data) > self._budget:
-                raise FsError(errno.ENOSPC, self.shown)
-        with self.fs.oserrors(self.shown):
-            self.f.write(data)
-        if self.counted:
-            self._budget -= len(data)
-            if self._budget <= 0 or len(data) >= _RECHECK_BYTES:
-                self._budget = self.fs.free()
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
 
 
 class AtomicUpload:
@@ -871,6 +641,7 @@ class AtomicUpload:
             self.counted = fs.in_quota(loc.dev)
             # An overwritten file's space comes back when the new one replaces it.
             self._reclaim = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+            self._old_ino = st.st_ino if self._reclaim else 0
             with fs.oserrors(path):
                 self._remove_stale(loc)
                 self.tmp = f".{loc.name}.{secrets.token_hex(8)}{_PART_SUFFIX}"
@@ -880,7 +651,7 @@ class AtomicUpload:
                     fs._uploads.add(self._key)
                 fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600, dir_fd=loc.dirfd)
-                self.f = os.fdopen(fd, "wb")
+                self.f = os.fdopen(fd, "wb", buffering=0)
         except BaseException:
             self.abort()
             raise
@@ -914,14 +685,36 @@ class AtomicUpload:
             if n > self._budget:
                 raise FsError(errno.ENOSPC, self.path)
         with self.fs.oserrors(self.path):
-            self.f.write(data)
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self.f.fileno(), view):]
+                except OSError as e:
+                    if e.errno != errno.ENOSPC or not self._drop_old():
+                        raise
         self.size += n
         self._budget -= n
         self._since += n
 
+    def _drop_old(self) -> bool:
+        """The partition is full and this upload replaces a file: drop the old copy now. A phone's
+        adbd writes over the old file in place, reusing its blocks (and losing its content if the
+        push fails), so a push that fits once the old copy is gone must not fail here either."""
+        ino, self._old_ino = self._old_ino, 0
+        if not ino:
+            return False
+        try:
+            st = os.stat(self.loc.name, dir_fd=self.loc.dirfd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_ino != ino:
+                return False
+            os.unlink(self.loc.name, dir_fd=self.loc.dirfd)  # never follows: unlink removes the name
+        except OSError:
+            return False
+        log.info("push to %s: partition full, the old copy is replaced in place", self.path)
+        return True
+
     def commit(self, mode: int, mtime: int | None = None) -> None:
         with self.fs.oserrors(self.path):
-            self.f.flush()
             os.fchmod(self.f.fileno(), mode & 0o777)
             if mtime:
                 os.utime(self.f.fileno(), (mtime, mtime))
@@ -982,58 +775,3 @@ def _tree_size_at(dirfd: int, name: str) -> int:
         os.close(fd)
 
 
-def _copy_fd_data(src: int, dst: int) -> None:
-    os.lseek(src, 0, os.SEEK_SET)
-    while True:
-        chunk = os.read(src, 1 << 20)
-        if not chunk:
-            return
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view):]
-
-
-def _atomic_copy_fd(src: int, dirfd: int, name: str, mode: int) -> None:
-    tmp = f".{name}.{secrets.token_hex(8)}.cppart"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
-    try:
-        try:
-            _copy_fd_data(src, fd)
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dirfd)
-        raise
-
-
-def _copy_tree_fd(src: int, dirfd: int, name: str) -> None:
-    """cp -r of the directory `src` to `name` in `dirfd`: links copied as links, never followed."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o771, dir_fd=dirfd)
-    dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-    try:
-        os.fchmod(dst, stat.S_IMODE(os.fstat(src).st_mode))
-        for entry in sorted(os.listdir(src)):
-            st = os.stat(entry, dir_fd=src, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
-                try:
-                    _copy_tree_fd(sub, dst, entry)
-                finally:
-                    os.close(sub)
-            elif stat.S_ISLNK(st.st_mode):
-                raw = os.readlink(entry, dir_fd=src)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry, dir_fd=dst)
-                os.symlink(encode_link(decode_link(raw)), entry, dir_fd=dst)
-            elif stat.S_ISREG(st.st_mode):
-                f = os.open(entry, _O_READ, dir_fd=src)
-                try:
-                    _atomic_copy_fd(f, dst, entry, stat.S_IMODE(st.st_mode))
-                finally:
-                    os.close(f)
-    finally:
-        os.close(dst)

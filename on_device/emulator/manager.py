@@ -24,6 +24,7 @@ from gemma4_common.fsutil import atomic_write_text
 
 from .fs import check_root
 from .profiles import list_profiles, load_profile
+from .sandbox import check_available
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -100,7 +101,7 @@ def list_emulators() -> list[EmulatorRecord]:
 
 def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, authorized_keys: Path | None = None,
           accept_new_keys: bool = False, root: Path | None = None, storage_bytes: int | None = None,
-          timeout_s: float = 30.0, userland: str | None = None) -> EmulatorRecord:
+          timeout_s: float = 30.0) -> EmulatorRecord:
     """Start an emulator in the background; returns once its port accepts connections."""
     load_profile(profile)  # fail early, with the list of profiles, on a bad name
     if port and 5554 <= port <= 5585:
@@ -113,12 +114,7 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
         raise UserError("--storage-bytes must be positive", "pass the phone's /data size in bytes")
     if root is not None:
         check_root(Path(root).expanduser().resolve(), root)
-    if userland is not None and userland not in ("android", "interpreter"):
-        raise UserError(f"unknown userland {userland!r}", "use --userland android or --userland interpreter")
-    if (userland or os.environ.get("G4M_EMULATOR_USERLAND")) == "android":
-        from .sandbox import check_available
-
-        check_available()  # says so in one line, with the fix, where bubblewrap cannot run
+    check_available()  # says so in one line, with the fix, where bubblewrap cannot run
     ident = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     state_dir = emulators_dir() / ident
     state_dir.mkdir(parents=True, exist_ok=False)
@@ -140,8 +136,6 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
         cmd += ["--accept-new-keys"]
     if storage_bytes:
         cmd += ["--storage-bytes", str(storage_bytes)]
-    if userland:
-        cmd += ["--userland", userland]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with open(log_path, "ab") as log:

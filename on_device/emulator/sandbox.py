@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -130,12 +131,12 @@ def check_available() -> Tools:
                       toybox=_which("toybox", "toybox"), busybox=_which("busybox", "busybox-static"),
                       nsenter=_which("nsenter", "util-linux"), setsid=_which("setsid", "util-linux"),
                       host_sh=_which("sh", "dash"), libs=())
-        for tool, package in (("mount", "mount"), ("mkfs.ext4", "e2fsprogs"), ("cc", "gcc")):
+        for tool, package in (("mount", "mount"), ("losetup", "mount"), ("mkfs.ext4", "e2fsprogs"), ("cc", "gcc")):
             _which(tool, package)
         if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
             raise UserError("the emulator's Android userland needs root and loop devices (its /data is an ext4 "
                             "image of the profile's size, so a full phone fails writes with ENOSPC)",
-                            "run it as root on a Linux host with /dev/loop-control, or use --userland interpreter")
+                            "run it as root on a Linux host with /dev/loop-control")
         tools.libs = _needed_libs([os.path.realpath(tools.mksh), os.path.realpath(tools.toybox)])
         r = subprocess.run([tools.bwrap, "--unshare-user", "--uid", str(SHELL_UID), "--gid", str(SHELL_GID),
                             "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "--proc", "/proc",
@@ -208,6 +209,47 @@ echo $n
     return {"getprop": getprop, "uname": uname, "dd": dd, "nproc": nproc}
 
 
+def _elf_vaddr(data: bytes, offset: int) -> int | None:
+    """The virtual address of a file offset of a 64-bit little-endian ELF (its PT_LOAD segments)."""
+    if data[:6] != b"\x7fELF\x02\x01":
+        return None
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        ptype, _flags, off, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if ptype == 1 and off <= offset < off + filesz:
+            return vaddr + offset - off
+    return None
+
+
+def _android_mksh(src: str, dest: Path) -> bool:
+    """Copy mksh, without the "E: " / "W: " that Debian's build (MirBSD CVS after R59c) writes before
+    every error and warning: Android 14's mksh is R59c, which has none, so a phone says
+    `/system/bin/sh: x: inaccessible or not found`. The prefix is written as
+    shf_write("E: ", 3, shl_out) (`mov $3,%esi; lea STR(%rip),%rdi`); its length becomes 0. Where
+    the code is not found exactly once per prefix the copy is left as it is. True when patched."""
+    data = bytearray(Path(src).read_bytes())
+    patches = []
+    for prefix in (b"E: ", b"W: "):
+        at = data.find(b"\0" + prefix + b"\0")
+        target = _elf_vaddr(data, at + 1) if at >= 0 else None
+        sites = []
+        start = data.find(b"\xbe\x03\x00\x00\x00\x48\x8d\x3d")
+        while target is not None and start >= 0:
+            insn_end = _elf_vaddr(data, start + 12)
+            if insn_end is not None and insn_end + struct.unpack_from("<i", data, start + 8)[0] == target:
+                sites.append(start + 1)
+            start = data.find(b"\xbe\x03\x00\x00\x00\x48\x8d\x3d", start + 1)
+        if len(sites) != 1:
+            patches = []
+            break
+        patches += sites
+    for at in patches:
+        data[at] = 0
+    dest.write_bytes(bytes(data))
+    return bool(patches)
+
+
 def _compile_client(dest: Path, source: Path = CLIENT_SOURCE, libs: tuple[str, ...] = ()) -> None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
@@ -233,6 +275,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
         h.update(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(scripts, sort_keys=True).encode())
     h.update(" ".join(ANDROID_COMMANDS).encode())
+    h.update(inspect.getsource(_android_mksh).encode())
     out = cache / h.hexdigest()[:16]
     providers_file = out / ".providers.json"
     if providers_file.is_file():
@@ -240,7 +283,7 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     try:
-        shutil.copy2(os.path.realpath(tools.mksh), tmp / "sh")
+        patched = _android_mksh(os.path.realpath(tools.mksh), tmp / "sh")
         shutil.copy2(os.path.realpath(tools.toybox), tmp / "toybox")
         shutil.copy2(os.path.realpath(tools.busybox), tmp / "busybox")
         _compile_client(tmp / "g4m-client")
@@ -248,7 +291,8 @@ def userland_bin(tools: Tools, profile, cache: Path) -> tuple[Path, dict[str, st
         _compile_client(tmp / "g4m-hashsum", HASH_SOURCE, ("-lcrypto",))
         toy = _applets(tools.toybox, []) - {"toybox"}
         busy = _applets(tools.busybox, ["--list"])
-        providers: dict[str, str] = {"sh": "mksh"}
+        providers: dict[str, str] = {"sh": "mksh" + (" (Debian's, messages without E:/W: as Android's R59c)"
+                                                     if patched else " (Debian's)")}
         for name in ANDROID_COMMANDS:
             if name in OWN_COMMANDS or name == "sh":
                 continue
@@ -490,6 +534,14 @@ class Storage:
                 else:
                     p.unlink()
         self._lock()
+        # A device that just died may still hold the image for a moment (its namespace going away):
+        # never mount it twice.
+        deadline = time.monotonic() + 10
+        while self._loop_devices():
+            if time.monotonic() > deadline:
+                raise UserError(f"the device filesystem {self.image} is still mounted by a device that is gone",
+                                f"wait, or detach its loop device (losetup -j {self.image})")
+            time.sleep(0.05)
         self._run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(data)])
         self.mounted.append(data)
         # /data is system's and 0771 on a phone: the shell user may cross it, not list it. Host uid
@@ -522,8 +574,12 @@ class Storage:
         if r.returncode != 0:
             why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
             raise UserError(f"cannot set up the device's /data ({argv[0]}: {why})",
-                            "run the emulator as root on Linux with loop devices (the Android userland needs them "
-                            "for /data's size), or use --userland interpreter")
+                            "run the emulator as root on Linux with loop devices (the device's /data is an "
+                            "image of the profile's size)")
+
+    def _loop_devices(self) -> list[str]:
+        r = subprocess.run(["losetup", "-j", str(self.image)], capture_output=True, text=True)
+        return [line.split(":", 1)[0] for line in r.stdout.splitlines() if line.strip()]
 
     def hide(self) -> None:
         """Unmount from the host's namespace (the device's keeps its own mounts of the image)."""

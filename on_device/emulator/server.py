@@ -12,16 +12,18 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from gemma4_common.errors import UserError
 
 from . import protocol as P
 from .auth import AuthorizedKeys, new_token, parse_android_pubkey
 from .fs import SandboxFS, check_root
+from .sandbox import DeviceUserland, Storage, _sweep_stale, check_available
+from .userland_services import Reverses, find_userland_service
+from .context import RunnerContext
 from .profiles import DeviceProfile
-from .shell import Device, default_runner
 
 log = logging.getLogger("on_device.emulator")
 
@@ -60,9 +62,25 @@ class EmulatorConfig:
     packet_timeout_s: float = 60.0
     features: tuple[str, ...] = FEATURES
     serialno: str | None = None
-    # "android": shell sessions run Android's real userland (mksh + toybox) in a bubblewrap
-    # sandbox (sandbox.py); "interpreter": the built-in shell (shell.py).
-    userland: str = field(default_factory=lambda: os.environ.get("G4M_EMULATOR_USERLAND", "interpreter"))
+
+
+def default_runner(argv: list[str], ctx: RunnerContext) -> int:
+    from on_device.runner import run_runner
+
+    return run_runner(argv, ctx)
+
+
+@dataclass
+class Device:
+    """What the services see of the phone: its files (sync), properties (banner), the running
+    userland (shell, exec, tcp) and the `adb reverse` listeners."""
+
+    fs: SandboxFS
+    profile: DeviceProfile
+    props: dict[str, str]
+    run_runner: Callable[[list[str], RunnerContext], int] = default_runner
+    userland: Any = None  # sandbox.DeviceUserland once started
+    reverses: Any = None  # userland_services.Reverses
 
 
 class StreamClosed(Exception):
@@ -236,7 +254,7 @@ class Connection:
             self._streams.clear()
         for s in streams:
             s.on_remote_close()
-        reverses = getattr(self.server.device, "reverses", None)
+        reverses = self.server.device.reverses
         if reverses is not None:
             reverses.remove_all(self)
         try:
@@ -398,18 +416,13 @@ class Connection:
         return True
 
     def _on_open(self, h: P.Header, payload: bytes) -> None:
-        if getattr(self.server.device, "userland", None) is not None:
-            from .userland_services import find_userland_service as find_service
-        else:
-            from .services import find_service
-
         name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         remote_id = h.arg0
         if remote_id == 0:
             raise P.ProtocolError("OPEN with local id 0")
         with self._streams_lock:
             too_many = len(self._streams) >= self.cfg.max_streams_per_connection
-        handler = None if too_many else find_service(name)
+        handler = None if too_many else find_userland_service(name)
         if handler is None:
             log.info("connection %s: refused service %r%s", self.peer, name[:100],
                      " (too many streams)" if too_many else "")
@@ -450,14 +463,9 @@ class EmulatorServer:
         self.props = dict(prof.props)
         self.device = Device(self.fs, prof, self.props, run_runner=runner or default_runner)
         self.keys = AuthorizedKeys(config.authorized_keys)
-        if config.userland not in ("android", "interpreter"):
-            raise UserError(f"unknown userland {config.userland!r}", "use android or interpreter")
-        self.userland = None
-        self.storage = None
-        if config.userland == "android":
-            from .sandbox import check_available
-
-            check_available()  # one line with the fix where bubblewrap cannot run: no fall-back
+        self.userland: DeviceUserland | None = None
+        self.storage: Storage | None = None
+        check_available()  # one line with the fix where bubblewrap cannot run: no fall-back
         self.running = False
         self._sock: socket.socket | None = None
         self._conns: set[Connection] = set()
@@ -494,19 +502,15 @@ class EmulatorServer:
         # Unique per instance, like real phones of the same model.
         self.props["ro.serialno"] = f"{self.props.get('ro.serialno', 'G4M')}{self.port}"
         self.props["service.adb.tcp.port"] = str(self.port)
-        if self.config.userland == "android":
-            from .sandbox import Storage, _sweep_stale
-
-            _sweep_stale()
-            self.storage = Storage(self.fs.root, self.config.profile.storage_bytes)
-            self.fs.raw_link_dirs = Storage.DIRS
+        _sweep_stale()
+        self.storage = Storage(self.fs.root, self.config.profile.storage_bytes)
+        self.fs.raw_link_dirs = Storage.DIRS
         try:
             self._prepare_fs()
-            if self.config.userland == "android":
-                self._start_userland()
-                # From here on the device's files are in the device's namespace only (fs.py).
-                self.storage.hide()
-                self.fs.enter_device_view(f"/proc/{self.userland.init_pid}/root")
+            self._start_userland()
+            # From here on the device's files are in the device's namespace only (fs.py).
+            self.storage.hide()
+            self.fs.enter_device_view(f"/proc/{self.userland.init_pid}/root")
         except BaseException:
             if self.userland is not None:
                 self.userland.close()
@@ -548,13 +552,9 @@ class EmulatorServer:
             self.storage.close()
 
     def _start_userland(self) -> None:
-        from .sandbox import DeviceUserland
-        from .userland_services import Reverses
-
-        fs = self.fs
-        identity = {name: fs.read_bytes(f"/proc/{name}") for name in ("meminfo", "cpuinfo", "version")}
         cache = Path(os.environ.get("GEMMA4_MOBILE_HOME") or Path.home() / ".cache" / "gemma4-mobile") / "userland"
-        self.userland = DeviceUserland(fs, self.config.profile, self.props, self.device.run_runner, cache, identity)
+        self.userland = DeviceUserland(self.fs, self.config.profile, self.props, self.device.run_runner, cache,
+                                       self._identity())
         self.device.userland = self.userland
         self.device.reverses = Reverses(self.userland)
 
@@ -578,15 +578,20 @@ class EmulatorServer:
 
     # ---- internals ------------------------------------------------------------------------------
     def _prepare_fs(self) -> None:
-        prof = self.config.profile
         fs = self.fs
         fs.write_marker()
-        # A killed emulator may have left upload temporaries and (older versions) raw host links.
+        # A killed emulator may have left upload temporaries, and older versions other link forms.
         cleaned, hardened = fs.clean_partials(), fs.migrate_links()
         if cleaned or hardened:
             log.info("root %s: removed %d stale upload file(s), rewrote %d link(s)", fs.root, cleaned, hardened)
-        fs.ensure_layout(("/data/local/tmp", "/storage/emulated/0", "/system/bin", "/proc", "/vendor/lib64"))
+        fs.ensure_layout(("/data/local/tmp", "/storage/emulated/0", "/system/bin", "/vendor/lib64"))
         fs.layout_symlink("/storage/emulated/0", "/sdcard")
+        build_prop = "".join(f"{k}={v}\n" for k, v in sorted(self.props.items()))
+        fs.write_layout_file("/system/build.prop", build_prop.encode(), 0o444)
+
+    def _identity(self) -> dict[str, bytes]:
+        """The profile's /proc/meminfo, cpuinfo and version, bound over the device's real procfs."""
+        prof = self.config.profile
         kb = prof.ram_bytes // 1024
         avail = prof.ram_budget_bytes // 1024
         meminfo = (f"MemTotal:       {kb:>8} kB\nMemFree:        {avail // 3:>8} kB\n"
@@ -598,15 +603,8 @@ class EmulatorServer:
             f"atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\n"
             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd81\nCPU revision\t: 1\n\n"
             for i in range(prof.cpu_count)) + f"Hardware\t: {prof.cpu_hardware or prof.soc_model}\n"
-        build_prop = "".join(f"{k}={v}\n" for k, v in sorted(self.props.items()))
-        for path, text in (("/proc/meminfo", meminfo), ("/proc/cpuinfo", cpus),
-                           ("/proc/version", f"Linux version {prof.kernel_release} (android-build) #1 SMP PREEMPT\n"),
-                           ("/system/build.prop", build_prop)):
-            fs.write_layout_file(path, text.encode(), 0o444)
-        try:
-            fs.lstat("/system/bin/sh")
-        except OSError:
-            fs.write_layout_file("/system/bin/sh", b"\x7fELF\x02\x01\x01" + b"\0" * 57, 0o755)
+        version = f"Linux version {prof.kernel_release} (android-build) #1 SMP PREEMPT\n"
+        return {"meminfo": meminfo.encode(), "cpuinfo": cpus.encode(), "version": version.encode()}
 
     def _accept_loop(self) -> None:
         assert self._sock is not None

@@ -1,5 +1,7 @@
-"""Device services behind OPEN: `shell:` (v1), `shell,v2,...:` (shell protocol v2), `exec:` and
-`sync:` (file transfer, AOSP SYNC.TXT). Each runs in its own thread over a blocking Stream."""
+"""What the device services share: the names `shell:` (v1), `shell,v2,...:` (shell protocol v2) and
+`exec:` (run by userland_services.py over the real userland), shell protocol v2 framing, and
+`sync:` (file transfer, AOSP SYNC.TXT) over fs.py. Each service runs in its own thread over a
+blocking Stream."""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ import os
 import posixpath
 import stat as statmod
 import struct
-import threading
 from typing import Callable
 
 from .fs import FsError
-from .shell import IO, QueueStdin, Shell
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +46,6 @@ def shell_exec_sync_service(name: str, run_shell: Callable) -> Callable | None:
     return None
 
 
-def find_service(name: str) -> Callable | None:
-    # reboot:, root:, remount:, tcpip:, framebuffer:, jdwp: ... are refused like an unknown service.
-    return shell_exec_sync_service(name, shell_service)
-
-
-def shell_service(stream, device, command: str, v2: bool, pty: bool, env: dict[str, str]) -> None:
-    stdin = QueueStdin()
-
-    if v2:
-        def out(b: bytes) -> None:
-            if b:
-                stream.write(v2_packet(ID_STDOUT, _crlf(b) if pty else b))
-
-        def err(b: bytes) -> None:
-            if b:
-                stream.write(v2_packet(ID_STDOUT if pty else ID_STDERR, _crlf(b) if pty else b))
-    else:
-        def out(b: bytes) -> None:
-            if b:
-                stream.write(_crlf(b) if pty else b)
-
-        err = out
-
-    reader = threading.Thread(target=_pump_stdin, args=(stream, stdin, v2), daemon=True,
-                              name=f"stdin-{stream.local_id}")
-    reader.start()
-    io_ = IO(stdin, out, err, stream.cancelled)
-    sh = Shell(device, env=env or None, cwd="/")
-    if command.strip():
-        rc = sh.run(command, io_)
-    else:
-        rc = sh.interactive(io_, prompt=pty)
-    if v2:
-        stream.write(v2_packet(ID_EXIT, bytes([rc & 0xFF])))
-    log.info("shell %r -> %d", command[:200], rc)
-
-
-def _crlf(b: bytes) -> bytes:
-    return b.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
 def shell_input(stream, v2: bool):
     """(kind, body) packets from the host side of a shell stream until it ends: shell_v2 packets
     as framed, v1's raw bytes as ID_STDIN."""
@@ -106,19 +65,6 @@ def shell_input(stream, v2: bool):
             body = bytes(buf[_V2_HEADER.size:_V2_HEADER.size + n])
             del buf[:_V2_HEADER.size + n]
             yield kind, body
-
-
-def _pump_stdin(stream, stdin: QueueStdin, v2: bool) -> None:
-    try:
-        for kind, body in shell_input(stream, v2):
-            if kind == ID_STDIN:
-                stdin.feed(body)
-            elif kind == ID_CLOSE_STDIN:
-                stdin.close()
-    except Exception:  # the stream went away
-        pass
-    finally:
-        stdin.close()
 
 
 # ---- sync ----------------------------------------------------------------------------------------

@@ -27,24 +27,20 @@ def start(
     storage_bytes: Optional[int] = typer.Option(None, "--storage-bytes", help="Override the /data size."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until Ctrl-C."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    userland: Optional[str] = typer.Option(None, "--userland",
-                                           help="android: Android's mksh + toybox in a bubblewrap sandbox; "
-                                                "interpreter: the built-in shell (default)."),
 ) -> None:
-    """Start an emulator; prints its serial (127.0.0.1:PORT) once it accepts connections."""
+    """Start an emulator (Android's mksh + toybox in a bubblewrap sandbox, as uid shell); prints its
+    serial (127.0.0.1:PORT) once it accepts connections."""
     from gemma4_common.validate import check_port, positive
 
     check_port(port, "--port", allow_zero=True)
     positive(storage_bytes, "--storage-bytes", example=8 << 30)
     if foreground:
-        _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json,
-                        userland)
+        _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json)
         return
     from on_device.emulator import manager
 
     rec = manager.start(profile=profile, port=port, auth=auth, authorized_keys=authorized_keys,
-                        accept_new_keys=accept_new_keys, root=root, storage_bytes=storage_bytes,
-                        userland=userland)
+                        accept_new_keys=accept_new_keys, root=root, storage_bytes=storage_bytes)
     if as_json:
         emit_json(rec.to_json())
     else:
@@ -52,8 +48,7 @@ def start(
         err_console.print(f"emulator {rec.profile} pid {rec.pid}, root {rec.root}, log {rec.log}")
 
 
-def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json,
-                    userland=None) -> None:
+def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json) -> None:
     import logging
     import tempfile
 
@@ -67,8 +62,6 @@ def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root,
     cfg = EmulatorConfig(profile=load_profile(profile), root=root, port=port, auth=auth,
                          authorized_keys=authorized_keys, accept_new_keys=accept_new_keys,
                          storage_bytes=storage_bytes)
-    if userland:
-        cfg.userland = userland
     server = EmulatorServer(cfg)
     try:
         server.start()
