@@ -31,18 +31,10 @@ SYNC_BATCH_CHUNKS = 16
 SYNC_READ_AHEAD = 4
 
 
-def sync_send_batches(local: Path, device_path: str, mode: int, mtime: int, max_batch: int,
-                      checksum: Callable[[memoryview], int] | None = None):
-    """The byte stream of one sync SEND (SEND request, DATA chunks of 64 KiB, DONE carrying `mtime`),
-    as pieces of at most `max_batch` bytes: yields (piece, file bytes in it, ADB checksum or 0).
-
-    A reader thread reads the file into whole-request batches (and computes the checksums, which
-    numpy does without the GIL) ahead of the caller, which only sends: the disk read overlaps the
-    network write. Pieces may cut a request in two: sync is a byte stream over the ADB stream.
-    """
-    spec = f"{device_path},{0o100000 | mode}".encode("utf-8")
-    head = _SYNC_HDR.pack(b"SEND", len(spec)) + spec
-    per = max(1, min(SYNC_BATCH_CHUNKS, (max_batch - 16 - len(head)) // (SYNC_DATA_MAX + 8)))
+def _read_ahead(name: str, produce: Callable[[Callable[[Any], bool]], None]):
+    """Yield what `produce(put)` puts, made by a thread ahead of the caller (at most SYNC_READ_AHEAD
+    items ready); `put` returns False once the caller stopped. An exception in the thread is raised
+    in the caller."""
     q: queue.Queue = queue.Queue(SYNC_READ_AHEAD)
     stop = threading.Event()
 
@@ -55,43 +47,14 @@ def sync_send_batches(local: Path, device_path: str, mode: int, mtime: int, max_
                 continue
         return False
 
-    def reader() -> None:
+    def run() -> None:
         try:
-            with open(local, "rb", buffering=0) as f:
-                first, eof = True, False
-                while not eof:
-                    buf = bytearray((len(head) if first else 0) + per * (SYNC_DATA_MAX + 8) + 8)
-                    view = memoryview(buf)
-                    pos = 0
-                    if first:
-                        view[:len(head)] = head
-                        pos, first = len(head), False
-                    sizes = []
-                    for _ in range(per):
-                        n = f.readinto(view[pos + 8:pos + 8 + SYNC_DATA_MAX])
-                        if not n:
-                            eof = True
-                            break
-                        _SYNC_HDR.pack_into(buf, pos, b"DATA", n)
-                        pos += 8 + n
-                        sizes.append(n)
-                        if n < SYNC_DATA_MAX:  # a short read is the end of a regular file
-                            eof = True
-                            break
-                    if eof:
-                        _SYNC_HDR.pack_into(buf, pos, b"DONE", mtime & 0xFFFFFFFF)
-                        pos += 8
-                    nbytes = sum(sizes)
-                    for off in range(0, pos, max_batch):
-                        piece = view[off:min(pos, off + max_batch)]
-                        share = nbytes if off + max_batch >= pos else 0  # progress once per batch
-                        if not put((piece, share, checksum(piece) if checksum else 0)):
-                            return
+            produce(put)
             put(None)
-        except BaseException as e:  # handed to the sender, which raises it
+        except BaseException as e:  # handed to the consumer, which raises it
             put(e)
 
-    t = threading.Thread(target=reader, name=f"sync-read {local.name}", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     try:
         while True:
@@ -104,6 +67,82 @@ def sync_send_batches(local: Path, device_path: str, mode: int, mtime: int, max_
     finally:
         stop.set()
         t.join()
+
+
+def file_pieces(local: Path, piece: int, hasher=None, checksum: Callable[[memoryview], int] | None = None):
+    """The bytes of `local` as (piece, its length, ADB checksum or 0), pieces of at most `piece`
+    bytes, read by a thread ahead of the caller, which only sends. `hasher` (hashlib-like) is fed
+    every byte in that thread: the host's hash overlaps the sending instead of being a pass of its
+    own before it (hashlib and numpy release the GIL on large buffers)."""
+
+    def produce(put) -> None:
+        with open(local, "rb", buffering=0) as f:
+            while True:
+                buf = bytearray(piece)
+                view = memoryview(buf)
+                n = 0
+                while n < piece:  # fill whole pieces: a short read is not the end of every file
+                    k = f.readinto(view[n:])
+                    if not k:
+                        break
+                    n += k
+                if not n:
+                    return
+                data = view[:n]
+                if hasher is not None:
+                    hasher.update(data)
+                if not put((data, n, checksum(data) if checksum else 0)) or n < piece:
+                    return
+
+    return _read_ahead(f"read {local.name}", produce)
+
+
+def sync_send_batches(local: Path, device_path: str, mode: int, mtime: int, max_batch: int,
+                      checksum: Callable[[memoryview], int] | None = None):
+    """The byte stream of one sync SEND (SEND request, DATA chunks of 64 KiB, DONE carrying `mtime`),
+    as pieces of at most `max_batch` bytes: yields (piece, file bytes in it, ADB checksum or 0).
+
+    A reader thread reads the file into whole-request batches (and computes the checksums, which
+    numpy does without the GIL) ahead of the caller, which only sends: the disk read overlaps the
+    network write. Pieces may cut a request in two: sync is a byte stream over the ADB stream.
+    """
+    spec = f"{device_path},{0o100000 | mode}".encode("utf-8")
+    head = _SYNC_HDR.pack(b"SEND", len(spec)) + spec
+    per = max(1, min(SYNC_BATCH_CHUNKS, (max_batch - 16 - len(head)) // (SYNC_DATA_MAX + 8)))
+
+    def produce(put) -> None:
+        with open(local, "rb", buffering=0) as f:
+            first, eof = True, False
+            while not eof:
+                buf = bytearray((len(head) if first else 0) + per * (SYNC_DATA_MAX + 8) + 8)
+                view = memoryview(buf)
+                pos = 0
+                if first:
+                    view[:len(head)] = head
+                    pos, first = len(head), False
+                sizes = []
+                for _ in range(per):
+                    n = f.readinto(view[pos + 8:pos + 8 + SYNC_DATA_MAX])
+                    if not n:
+                        eof = True
+                        break
+                    _SYNC_HDR.pack_into(buf, pos, b"DATA", n)
+                    pos += 8 + n
+                    sizes.append(n)
+                    if n < SYNC_DATA_MAX:  # a short read is the end of a regular file
+                        eof = True
+                        break
+                if eof:
+                    _SYNC_HDR.pack_into(buf, pos, b"DONE", mtime & 0xFFFFFFFF)
+                    pos += 8
+                nbytes = sum(sizes)
+                for off in range(0, pos, max_batch):
+                    piece = view[off:min(pos, off + max_batch)]
+                    share = nbytes if off + max_batch >= pos else 0  # progress once per batch
+                    if not put((piece, share, checksum(piece) if checksum else 0)):
+                        return
+
+    return _read_ahead(f"sync-read {local.name}", produce)
 
 
 # Properties a device listing reports, and the names of the vendor SoC props (Android 12+).
@@ -126,6 +165,10 @@ class DeviceOffline(UserError):
 
 class DeviceCommandError(UserError):
     """A device-side command failed where the host needs it to succeed."""
+
+
+class ServiceRefused(DeviceCommandError):
+    """The device does not offer a service (an old adbd without `exec:`): callers may fall back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +310,10 @@ class Device(abc.ABC):
     def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
               mtime: int | None = None) -> None: ...
 
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+        raise ServiceRefused(f"{self.serial}: this transport cannot stream into a device command",
+                             "use a TCP or adb-server device")
+
     @abc.abstractmethod
     def _pull(self, device_path: str, local: Path, progress: ProgressFn | None) -> None: ...
 
@@ -324,6 +371,25 @@ class Device(abc.ABC):
                 if isinstance(e, FileNotFoundError) and not Path(local).exists():
                     raise
                 raise DeviceOffline(self.serial, f"push of {Path(local).name}", _why(e)) from None
+
+    def stream_in(self, command: str, local: Path | str, progress: ProgressFn | None = None,
+                  hasher=None) -> bytes:
+        """Run `command` (a device shell command line) through the `exec:` service with the bytes of
+        `local` as its stdin, and return everything it wrote (stdout and stderr, as adbd merges them
+        for exec:). The host cannot end an ADB stream's input without ending the stream, so the
+        command must read exactly the file's size itself (`dd iflag=count_bytes count=SIZE`,
+        `head -c SIZE`; `pm install -S SIZE` streams the same way). `progress(n)` gets bytes sent;
+        `hasher` (hashlib-like) is fed every byte sent. The host stops sending once the device
+        closes the stream (a command that ended early). ServiceRefused where the device has no
+        `exec:`."""
+        local = Path(local)
+        with self._lock:
+            try:
+                return self._exec_in(command, local, progress, hasher)
+            except (ConnectionError, OSError, EOFError) as e:
+                if isinstance(e, FileNotFoundError) and not local.exists():
+                    raise
+                raise DeviceOffline(self.serial, f"the transfer of {local.name}", _why(e)) from None
 
     def pull(self, device_path: PurePosixPath | str, local: Path | str, progress: ProgressFn | None = None) -> None:
         with self._lock:
@@ -412,5 +478,6 @@ def _why(e: BaseException) -> str:
     return " ".join(text.split())[:160]
 
 
-__all__ = ["Device", "DeviceInfo", "DeviceOffline", "DeviceCommandError", "DeviceStat", "ShellResult",
-           "ProgressFn", "parse_v2_stream", "parse_getprop", "parse_meminfo", "parse_df_available"]
+__all__ = ["Device", "DeviceInfo", "DeviceOffline", "DeviceCommandError", "DeviceStat", "ServiceRefused",
+           "ShellResult", "ProgressFn", "file_pieces", "parse_v2_stream", "parse_getprop", "parse_meminfo",
+           "parse_df_available"]

@@ -10,6 +10,7 @@ Client requests are `%04x` length + text; replies `OKAY` or `FAIL` + `%04x` leng
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import time
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gemma4_common.errors import UserError
-from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ShellResult,
-                                    parse_v2_stream, sync_send_batches)
+from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ServiceRefused,
+                                    ShellResult, file_pieces, parse_v2_stream, sync_send_batches)
 
 DEFAULT_PORT = 5037
 CONNECT_TIMEOUT_S = 5.0
@@ -230,6 +231,50 @@ class ServerDevice(Device):
             if ident != b"OKAY":
                 raise ConnectionError(f"unexpected sync reply {ident!r}")
             sock.sendall(_sync_req(b"QUIT", b""))
+
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+        try:
+            sock = self.server.open_service(self.serial, "exec:" + command)
+        except DeviceCommandError as e:
+            raise ServiceRefused(e.problem, e.fix) from None
+        with sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            except OSError:
+                pass
+            out = bytearray()
+            ended = False  # the device closed the stream: the command stopped reading
+            broken: OSError | None = None
+            pieces = file_pieces(local, PUSH_BATCH, hasher)
+            try:
+                for piece, nbytes, _check in pieces:
+                    try:
+                        sock.sendall(piece)
+                    except OSError as e:  # the server dropped the stream (the command ended?)
+                        broken = e
+                        break
+                    if progress and nbytes:
+                        progress(nbytes)
+                    # The command's output, and its end, as they come: the server keeps taking our
+                    # bytes after the device closed the stream, so its EOF is what says so.
+                    while select.select([sock], [], [], 0)[0]:
+                        data = sock.recv(1 << 16)
+                        if not data:
+                            ended = True
+                            break
+                        out += data
+                    if ended:
+                        break
+            finally:
+                pieces.close()
+            if ended:
+                return bytes(out)
+            try:
+                return bytes(out + _recv_all(sock))
+            except OSError:
+                if broken is not None:
+                    raise broken from None
+                raise
 
     def _pull(self, device_path: str, local: Path, progress: ProgressFn | None) -> None:
         with open(local, "wb") as f, self._sync() as sock:

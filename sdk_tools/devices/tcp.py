@@ -21,8 +21,8 @@ from adb_shell.adb_device import AdbDevice
 from adb_shell.transport.base_transport import BaseTransport
 
 from gemma4_common.errors import UserError
-from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ShellResult, parse_v2_stream,
-                                    sync_send_batches)
+from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ServiceRefused, ShellResult,
+                                    file_pieces, parse_v2_stream, sync_send_batches)
 
 
 def _fast_checksum(data) -> int:
@@ -376,26 +376,72 @@ class TcpDevice(Device):
             raise ConnectionError(_reason(e)) from None
         return parse_v2_stream(raw)
 
-    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
-              mtime: int | None = None) -> None:
+    def _on_connection(self, size: int, run) -> object:
+        """run(sock, max_payload, skip_checksums, on_unclean) on a connection of its own at
+        0x01000001 for a transfer of BULK_MIN_BYTES or more (where the device accepts one), else on
+        the first connection."""
         if self._transport._sock is None:
             raise ConnectionResetError("connection closed")
         bulk = None
-        if not self._bulk_refused and local.stat().st_size >= BULK_MIN_BYTES:
+        if not self._bulk_refused and size >= BULK_MIN_BYTES:
             bulk = open_bulk_connection(self._host, self._port, self._signer)
             self._bulk_refused = bulk is None
         if bulk is None:
-            self._push_on(self._transport._sock, negotiated_max_payload(self._adb), False, local, device_path, mode,
-                          progress, mtime, self._transport.shutdown)
-            return
+            return run(self._transport._sock, negotiated_max_payload(self._adb), False, self._transport.shutdown)
         sock, version, max_payload = bulk
         self._bulk_sock = sock
         try:
             with sock:
-                self._push_on(sock, max_payload, version >= A_VERSION_SKIP_CHECKSUM, local, device_path, mode,
-                              progress, mtime, lambda: None)
+                return run(sock, max_payload, version >= A_VERSION_SKIP_CHECKSUM, lambda: None)
         finally:
             self._bulk_sock = None
+
+    def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
+              mtime: int | None = None) -> None:
+        self._on_connection(local.stat().st_size, lambda sock, max_payload, skip, on_unclean: self._push_on(
+            sock, max_payload, skip, local, device_path, mode, progress, mtime, on_unclean))
+
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+        return self._on_connection(local.stat().st_size, lambda sock, max_payload, skip, on_unclean: self._exec_on(
+            sock, max_payload, skip, command, local, progress, hasher, on_unclean))
+
+    def _exec_on(self, sock: socket.socket, max_payload: int, skip_checksums: bool, command: str, local: Path,
+                 progress: ProgressFn | None, hasher, on_unclean) -> bytes:
+        """`exec:command` fed the file in WRTEs of the device's max payload, one in flight; its output
+        until the device closes the stream (early, too: a command that stopped reading)."""
+        raw = _RawSync(sock, check_in=not skip_checksums, check_out=not skip_checksums)
+        clean = False
+        pieces = None
+        try:
+            if not raw.open(b"exec:" + command.encode("utf-8")):
+                clean = True
+                raise ServiceRefused(f"{self.serial} refused the exec: service", "update the device's Android version")
+            closed = False
+            pieces = file_pieces(local, max_payload, hasher, None if skip_checksums else _fast_checksum)
+            for piece, nbytes, check in pieces:
+                raw.packet(A_WRTE, raw.local, raw.remote, piece, check)
+                while True:  # its OKAY; the command's output may come first
+                    cmd = raw.read()
+                    if cmd == A_OKAY:
+                        break
+                    if cmd == A_CLSE:
+                        closed = True
+                        break
+                if closed:
+                    break
+                if progress:
+                    progress(nbytes)
+            pieces.close()
+            while not closed:
+                closed = raw.read() == A_CLSE
+            raw.packet(A_CLSE, raw.local, raw.remote)  # answer its CLSE
+            clean = True
+            return bytes(raw.inbox)
+        finally:
+            if pieces is not None:
+                pieces.close()
+            if not clean:
+                on_unclean()
 
     def _push_on(self, sock: socket.socket, max_payload: int, skip_checksums: bool, local: Path, device_path: str,
                  mode: int, progress: ProgressFn | None, mtime: int | None, on_unclean) -> None:
