@@ -170,18 +170,23 @@ def test_not_enough_storage(emulator_factory, tmp_path, runner_file):
     assert not device_file(emu, DEV_DIR / "bundles" / "synthetic" / "model.litertlm").exists()
 
 
-def test_checksum_mismatch_on_device(emulator_factory, tmp_path, runner_file):
+def test_checksum_mismatch_on_device(emulator_factory, tmp_path, runner_file, monkeypatch):
+    """A byte changed on the way (after the host hashed it, under a valid ADB checksum): only the
+    sha256 on the device can catch it."""
+    import sdk_tools.devices.tcp as tcp
+
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=1 << 20)
-    bad = tmp_path / "corrupt.bin"
-    bad.write_bytes(b"\0" * (1 << 20))
+    real = tcp.file_pieces
 
-    class CorruptingDevice(TcpDevice):
-        def _push(self, local, device_path, mode, progress):
-            src = bad if local.name == "model.litertlm" else local
-            return super()._push(src, device_path, mode, progress)
+    def corrupting(local, piece, hasher=None, checksum=None):
+        for i, (data, n, _check) in enumerate(real(local, piece, hasher, checksum)):
+            if i == 0 and local.name == "model.litertlm":
+                data[100] ^= 0x01
+            yield data, n, (checksum(data) if checksum else 0)
 
-    with CorruptingDevice(emu.serial) as dev, pytest.raises(UserError, match="checksum mismatch") as ei:
+    monkeypatch.setattr(tcp, "file_pieces", corrupting)
+    with TcpDevice(emu.serial) as dev, pytest.raises(UserError, match="checksum mismatch") as ei:
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
     assert len(ei.value.one_line().splitlines()) == 1
     d = device_file(emu, DEV_DIR / "bundles" / "synthetic")

@@ -24,11 +24,11 @@ pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
 class Counting:
     """Wraps a Device: which final paths were hashed (the check; temporaries are the pushes' own
-    verification) and which paths were pushed."""
+    verification) and what was sent (device paths of sync pushes, host paths of streamed ones)."""
 
     def __init__(self, dev: Device):
         self.dev, self.hashed, self.pushed = dev, [], []
-        orig_sha, orig_push = dev.sha256, dev.push
+        orig_sha, orig_push, orig_stream = dev.sha256, dev.push, dev.stream_in
 
         def sha256(paths):
             self.hashed += [str(p) for p in paths if not str(p).endswith(PART_SUFFIX)]
@@ -38,7 +38,11 @@ class Counting:
             self.pushed.append(str(device_path))
             return orig_push(local, device_path, *a, **kw)
 
-        dev.sha256, dev.push = sha256, push
+        def stream_in(command, local, *a, **kw):
+            self.pushed.append(str(local))
+            return orig_stream(command, local, *a, **kw)
+
+        dev.sha256, dev.push, dev.stream_in = sha256, push, stream_in
 
 
 def _open(transport: str, request, emu):
@@ -107,24 +111,38 @@ def test_push_repush_stamp_and_one_byte_rewrite(transport, request, emulator_fac
 
 
 def test_host_hashes_are_cached_by_stat(emulator_factory, tmp_path, runner_file, monkeypatch):
+    """A file the host does not know is hashed while it is sent (no pass of its own), its digest
+    cached by stat; a file the device already proves is not read on the host at all."""
     import sdk_tools.deploy as dep
+    import sdk_tools.devices.tcp as tcp
+    from converters.bundle import write_manifest
+    from sdk_tools.deploy import HostHashes
 
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=1 << 20, seed=9)
+    model = bundle / "model.litertlm"
     reads: list[str] = []
-    real = dep.sha256_file
+    streamed: list[str] = []
+    real, real_pieces = dep.sha256_file, tcp.file_pieces
     monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (reads.append(Path(p).name), real(p, *a))[1])
+    monkeypatch.setattr(tcp, "file_pieces", lambda local, *a, **kw: (streamed.append(local.name),
+                                                                     real_pieces(local, *a, **kw))[1])
     with TcpDevice(emu.serial) as dev:
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" in reads
-        reads.clear()
+        assert "model.litertlm" in streamed and "model.litertlm" not in reads
+        assert HostHashes().cached(model) == real(model)
+        reads.clear(), streamed.clear()
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" not in reads  # unchanged stat: not read again
-        model = bundle / "model.litertlm"
-        model.write_bytes(model.read_bytes())  # same bytes, new mtime/ctime: read again
-        reads.clear()
+        assert "model.litertlm" not in reads + streamed  # unchanged stat: not read again
+        model.write_bytes(model.read_bytes())  # same bytes, new mtime/ctime: the cache no longer vouches
+        assert HostHashes().cached(model) is None
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" in reads
+        assert "model.litertlm" not in reads + streamed  # the device's stamp proves its copy
+        model.write_bytes(bytes(range(256)) * 4096)  # new bytes: sent, hashed on the way, cached
+        write_manifest(bundle, {"name": "synthetic", "variant": "e2b", "recipe": {"name": "x"}})
+        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert "model.litertlm" in streamed and "model.litertlm" not in reads
+        assert HostHashes().cached(model) == real(model)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "server"])
