@@ -71,6 +71,18 @@ def load_signer(path: Path | None = None):
     """An adb-shell signer for the adb key, generating the key pair first when it is missing."""
     from adb_shell.auth.keygen import keygen, write_public_keyfile
     from adb_shell.auth.sign_cryptography import CryptographySigner
+    from cryptography.hazmat.primitives import serialization
+
+    class Signer(CryptographySigner):
+        """adb-shell's signer without OpenSSL's RSA key check at load (70-90 ms, every command):
+        the key is this computer's own adbkey, which adb itself loads unchecked too."""
+
+        def __init__(self, key_path: str):
+            with open(key_path + ".pub", "rb") as f:
+                self.public_key = f.read()
+            with open(key_path, "rb") as f:
+                self.rsa_key = serialization.load_pem_private_key(f.read(), None,
+                                                                  unsafe_skip_rsa_key_validation=True)
 
     path = path or adb_key_path()
     if not path.is_file():
@@ -79,7 +91,7 @@ def load_signer(path: Path | None = None):
         os.chmod(path, 0o600)
     elif not Path(str(path) + ".pub").is_file():
         write_public_keyfile(str(path), str(path) + ".pub")
-    return CryptographySigner(str(path))
+    return Signer(str(path))
 
 
 def unauthorized_key_error(serial: str, key: Path) -> UserError:
