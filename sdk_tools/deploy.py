@@ -31,7 +31,8 @@ digest is wrong on the device too; the host's own digest says which of the two i
 bundle, or bytes changed on the way). What it does not prove: that the storage itself holds those
 bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
 full re-hash, `rehash=True`), nor anything on a device whose own tools lie. Devices without
-`exec:` get the older path: sync SEND, then sha256sum of the temporary file.
+`exec:` get the older path: sync SEND, then sha256sum of the temporary file (G4M_PUSH_SYNC=1
+forces it, to compare or where a device's exec: misbehaves).
 
 Re-pushes cost what checking costs: after a verified hash the host writes a verification stamp
 next to the bundle on the device (per file: path, size, mtime, ctime, inode and sha256; and the
@@ -72,6 +73,7 @@ from sdk_tools.devices.base import Device, DeviceCommandError, DeviceOffline, Se
 from sdk_tools.npu_deploy import NpuPlan, PushItem, plan_npu, require_backend
 
 RUNNER_ENV = "G4M_RUNNER"
+PUSH_SYNC_ENV = "G4M_PUSH_SYNC"  # "1": sync SEND then sha256sum, as for a device without exec: (comparison, escape hatch)
 CONFIG_ENV = "G4M_CONFIG"
 PART_SUFFIX = ".g4m-part"
 STALE_PART_S = 6 * 3600  # a temporary file older than this is a cut transfer's, never a running push's
@@ -590,7 +592,7 @@ class _Sender:
         self.device, self.progress, self.hashes = device, progress, hashes
         self.dd_count_bytes = dd_count_bytes
         self.first: str | None = None  # runs on the device before the first file is written
-        self.streaming = True
+        self.streaming = os.environ.get(PUSH_SYNC_ENV, "") != "1"
         self.stamped = False  # the last push also wrote the verification stamp
 
     def push(self, item: _Item, stamp: tuple[PurePosixPath, str, dict[str, dict[str, Any]]] | None = None

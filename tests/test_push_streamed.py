@@ -181,21 +181,25 @@ def test_local_file_not_matching_its_manifest_never_reaches_the_final_path(trans
     assert not device_file(emu, BDIR / "manifest.json").exists()
 
 
-def test_a_device_without_exec_gets_sync_and_sha256sum(emulator_factory, tmp_path, runner_file):
-    """An old adbd that refuses exec: (stood in for by refusing it on our side): sync SEND to the
-    temporary name, sha256sum, rename; the host checks its own file first, since sync cannot hash
-    on the way."""
+@pytest.mark.parametrize("why", ["refused", "G4M_PUSH_SYNC"])
+def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tmp_path, runner_file, monkeypatch):
+    """An old adbd that refuses exec: (stood in for by refusing it on our side), or G4M_PUSH_SYNC=1:
+    sync SEND to the temporary name, sha256sum, rename; the host checks its own file first, since
+    sync cannot hash on the way."""
 
     class NoExec(TcpDevice):
         def _exec_in(self, *a, **kw):
             raise ServiceRefused(f"{self.serial} refused the exec: service", "update it")
 
+    if why == "G4M_PUSH_SYNC":
+        monkeypatch.setenv("G4M_PUSH_SYNC", "1")
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=(2 << 20) + 5, seed=14)
-    with NoExec(emu.serial) as dev:
+    with (NoExec if why == "refused" else TcpDevice)(emu.serial) as dev:
         calls = Calls(dev)
         d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert len(calls.pushes) == 3
+        assert calls.streams == ([str(runner_file)] if why == "refused" else [])  # one try, then sync
         assert any(c.startswith("sha256sum ") for c in calls.shells)
         assert device_file(emu, d.model_path).read_bytes() == (bundle / "model.litertlm").read_bytes()
         d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
