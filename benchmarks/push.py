@@ -2,7 +2,8 @@
 server) next to Debian's `adb push` of the same files, alternating, several rounds in one run; a
 re-push of the unchanged bundle against the tool's floor; CPU seconds per GiB of each process.
 
-    python benchmarks/push.py [--bundle DIR | --size-mib 256] [--rounds 3] [--profile galaxy-s24]
+    python benchmarks/push.py [--bundle DIR | --size-mib 256] [--rounds 3] [--repush-rounds N]
+                              [--profile galaxy-s24]
 
 Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through the adb server
 (streamed: written and hashed on the device in one pass); and over TCP with G4M_PUSH_SYNC=1 (sync
@@ -97,6 +98,7 @@ def main() -> int:
     ap.add_argument("--bundle", type=Path, help="a bundle directory (default: a synthetic one of --size-mib)")
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the pushes (and re-pushes)")
+    ap.add_argument("--repush-rounds", type=int, help="re-pushes timed against the floor (default: --rounds)")
     ap.add_argument("--profile", default="galaxy-s24")
     a = ap.parse_args()
     adb_bin = require_adb()
@@ -170,7 +172,7 @@ def main() -> int:
             re_home = str(work / "g4m-repush")
             g4m_push("/data/local/tmp/bench-re", env_tcp, re_home)
             t_re, t_help, t_true = [], [], []
-            for _ in range(a.rounds):
+            for _ in range(a.repush_rounds or a.rounds):
                 dt, dep_re = g4m_push("/data/local/tmp/bench-re", env_tcp, re_home)
                 assert dep_re["bytes_pushed"] == 0
                 t_re.append(dt)
