@@ -386,26 +386,43 @@ def test_manifest_names_outside_the_bundle_are_refused(case, tmp_path, host, emu
 
 
 @pytest.mark.usefixtures("isolated_device_env")
-def test_push_checks_local_hashes_before_sending_a_byte(tmp_path, emulator_factory, runner_file):
-    """A manifest whose sha256 does not match the file: refused before any SEND reaches the device."""
-    from sdk_tools.deploy import deploy
+def test_push_checks_local_hashes_before_the_device_accepts_a_file(tmp_path, emulator_factory, runner_file):
+    """A manifest whose sha256 does not match the file: the device refuses it (its own sha256 of what
+    arrived is not the manifest's), nothing reaches the final path, no temporary is left; once the
+    host knows the file's hash, nothing is sent at all."""
+    from sdk_tools.deploy import PART_SUFFIX, deploy
     from sdk_tools.devices.tcp import TcpDevice
     from gemma4_common.errors import UserError
+    from test_deploy import device_file
 
     def edit(m):
         m["files"]["model.litertlm"]["sha256"] = "0" * 64
     b = _evil_bundle(tmp_path, edit)
     emu = emulator_factory()
-    pushed = []
+    sent = []
 
     class Watching(TcpDevice):
         def _push(self, local, device_path, mode, progress):
-            pushed.append(device_path)
+            sent.append(local.name)
             return super()._push(local, device_path, mode, progress)
 
-    with Watching(emu.serial) as dev, pytest.raises(UserError, match="does not match its manifest"):
-        deploy(dev, b, runner=runner_file, device_dir=f"{TMP}/g4m")
-    assert pushed == []
+        def _exec_in(self, command, local, progress, hasher):
+            sent.append(local.name)
+            return super()._exec_in(command, local, progress, hasher)
+
+    final = f"{TMP}/g4m/bundles/synthetic/model.litertlm"
+    with Watching(emu.serial) as dev:
+        with pytest.raises(UserError, match="does not match its manifest"):
+            deploy(dev, b, runner=runner_file, device_dir=f"{TMP}/g4m")
+        assert "model.litertlm" in sent  # hashed on the way: the device's check is what refuses it
+        assert not device_file(emu, final).exists()
+        assert not [n for n in os.listdir(device_file(emu, f"{TMP}/g4m/bundles/synthetic"))
+                    if n.endswith(PART_SUFFIX)]
+        sent.clear()
+        with pytest.raises(UserError, match="does not match its manifest"):
+            deploy(dev, b, runner=runner_file, device_dir=f"{TMP}/g4m")
+        assert sent == []
+    assert not device_file(emu, final).exists()
 
 
 @pytest.mark.parametrize("case", ["binary", "list", "files-list", "size-str", "sha-int", "recipe-list",
