@@ -303,7 +303,12 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
     exports: dict[tuple[int, ...], list[_Job]] = {}
     for job in plan.jobs:
         exports.setdefault(job.cache_lengths, []).append(job)
+    pending: list[Any] = []
     try:
+        if plan.npu_specs:
+            from converters.npu.variant import start_vendor_builds
+
+            pending = start_vendor_builds(req, plan, log, progress)
         versions = tool_versions()
         for lengths, jobs in exports.items():
             opts = ExportOptions(prefill_lengths=req.prefill_lengths, cache_length=max(lengths),
@@ -329,6 +334,8 @@ def _produce(req: ConvertRequest, plan: _Plan, progress: Progress, on_work_dir=N
                 bundles.append(job.target)
             shutil.rmtree(work / f"float{tag}", ignore_errors=True)  # its bundles are made: free the disk
     finally:
+        for p in pending:
+            p.cancel()
         shutil.rmtree(work, ignore_errors=True)
     return ConvertResult(checkpoint=plan.info, bundles=bundles, manifests=manifests, timings=dict(progress.timings))
 

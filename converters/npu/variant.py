@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -221,6 +222,76 @@ def build_vendor_variant(req: Any, plan: Any, vendor: str, socs: list[SocInfo], 
     return VendorVariant(vendor, model, cfg, census)
 
 
+class PendingVariant:
+    """A vendor variant being built in its own process beside the CPU conversion."""
+
+    def __init__(self, vendor: str, child: Any):
+        self.vendor, self.child = vendor, child
+
+    def wait(self, progress: Progress) -> VendorVariant:
+        with progress.step(f"NPU {self.vendor}: variant (built in parallel with the CPU bundle)"):
+            outcome = self.child.relay(progress, earlier_as_notes="(parallel) ")
+        return self.child.outcome_value(outcome, what=f"the {self.vendor} NPU variant's process")
+
+    def cancel(self) -> None:
+        if self.child.proc.is_alive():
+            self.child.terminate()
+
+
+def _vendor_child(req: Any, plan: Any, vendor: str, socs: list[SocInfo], log: Path, progress: Progress,
+                  on_work_dir=None) -> VendorVariant:
+    from converters.export import captured_output
+
+    # Its own log beside the CPU conversion's, so that a failure's last lines are its own; all of its
+    # output goes there (its first imports of torch and litert-torch talk on stderr).
+    vlog = log.with_name(f"export-npu-{vendor}.log")
+    with captured_output(vlog):
+        return build_vendor_variant(req, plan, vendor, socs, vlog, progress)
+
+
+def parallel_vendor_builds(plan: Any) -> int:
+    """How many vendor variants to build in processes of their own, beside the CPU conversion: each is
+    a split-cache export about as costly as the CPU one, and torch.export's tracing uses one core, so
+    on a host with cores and RAM to spare they run at once (0: build them one after another)."""
+    from converters.planner import conversion_memory_bytes, host_ram_bytes
+
+    vendors = len({s.vendor for s in plan.npu_specs})
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    if vendors == 0 or cores < 2:
+        return 0
+    # Each split-cache export takes the default path's peak; the CPU conversion beside them at most
+    # that much too (the lean path's peak is lower).
+    one = conversion_memory_bytes(plan.info.num_parameters, converter="default")
+    fit = (host_ram_bytes() - one) // one
+    return max(0, min(vendors, int(fit)))
+
+
+def start_vendor_builds(req: Any, plan: Any, log: Path, progress: Progress) -> list[PendingVariant]:
+    """Start the vendors' variant builds in their own processes (as many as `parallel_vendor_builds`
+    allows; the rest are built in turn when the first bundle needs them)."""
+    from converters.isolation import Isolated
+
+    n = parallel_vendor_builds(plan)
+    if not n:
+        return []
+    if "checkpoint" not in plan.npu_cache:
+        with progress.step("NPU: prepare the checkpoint for the split-cache exports"):
+            with _third_party("NPU checkpoint", log):
+                plan.npu_cache["checkpoint"] = npu_checkpoint(req.checkpoint, plan.info.model_type, log.parent)
+    light = dataclasses.replace(plan, npu_cache={"checkpoint": plan.npu_cache["checkpoint"]})
+    pending = []
+    for vendor in list(dict.fromkeys(s.vendor for s in plan.npu_specs))[:n]:
+        vsocs = [s for s in plan.npu_specs if s.vendor == vendor]
+        child = Isolated(_vendor_child, (req, light, vendor, vsocs, log), die_with_parent=True)
+        plan.npu_cache[vendor] = PendingVariant(vendor, child)
+        pending.append(plan.npu_cache[vendor])
+    progress.note(f"NPU: building {', '.join(p.vendor for p in pending)} in parallel with the CPU bundle")
+    return pending
+
+
 def build_npu_targets(req: Any, plan: Any, bundle_tmp: Path, log: Path, progress: Progress) -> list[dict[str, Any]]:
     """Manifest npu.targets for `plan.npu_specs`: each vendor's variant (built once per convert), its
     AOT compile per SoC (or the SDK boundary), recipe, calibration hash and op census."""
@@ -234,6 +305,8 @@ def build_npu_targets(req: Any, plan: Any, bundle_tmp: Path, log: Path, progress
     for vendor in dict.fromkeys(s.vendor for s in socs):
         vsocs = [s for s in socs if s.vendor == vendor]
         var = plan.npu_cache.get(vendor)
+        if isinstance(var, PendingVariant):
+            var = plan.npu_cache[vendor] = var.wait(progress)
         if var is None:
             var = plan.npu_cache[vendor] = build_vendor_variant(req, plan, vendor, vsocs, log, progress)
         vdir = bundle_tmp / "npu" / vendor
