@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-import jsonschema
 
 from converters.npu.catalog import NEUROPILOT_SDK_VERSION_TYPE, SocInfo
 from gemma4_common.errors import UserError
@@ -126,7 +125,7 @@ def _schema_at(schema: dict, path: list) -> dict:
     return node
 
 
-def _user_error(soc: SocInfo, err: jsonschema.ValidationError, schema: dict) -> UserError:
+def _user_error(soc: SocInfo, err: Any, schema: dict) -> UserError:  # err: jsonschema.ValidationError
     where = ".".join(str(p) for p in err.absolute_path)
     label = f"{soc.target} config"
     if err.validator == "additionalProperties":
@@ -170,6 +169,8 @@ def validate_config(soc: SocInfo, cfg: Mapping[str, Any] | None) -> dict:
             )
     merged = _merge(default_config(soc), cfg)
     schema = load_schema(soc.vendor)
+    import jsonschema  # 1-1.5 s to import: only when a config is validated, not at every CLI start
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
     if errors:
         raise _user_error(soc, errors[0], schema)
