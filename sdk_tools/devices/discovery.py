@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
+from gemma4_common.fsutil import atomic_write_text
 from gemma4_common.errors import UserError
 from sdk_tools.devices.base import Device, DeviceInfo
 from sdk_tools.devices.server import AdbServer, ServerDevice, ServerDeviceEntry
@@ -43,17 +44,9 @@ def _remembered_file() -> Path:
 
 def write_state_text(path: Path, text: str) -> None:
     """Replace a file of the state directory that is a convenience (remembered serials, the host
-    hash cache): renamed into place, never half-written, but not fsynced; losing it to a crash costs
-    a re-hash or a `--device` flag, while an fsync waits for the disk's dirty data (0.2 s each,
-    measured here during a push)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    hash cache): never half-written, but not fsynced; losing it to a crash costs a re-hash or a
+    `--device` flag."""
+    atomic_write_text(path, text, durable=False)
 
 
 def remembered_serials() -> list[str]:
