@@ -324,9 +324,9 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
 
 def _swallow(fn, *a, **kw):
     try:
-        fn(*a, **kw)
+        return fn(*a, **kw)
     except Exception:
-        pass
+        return None
 
 
 def test_auth_refuses_an_unknown_key(emulator_factory, tmp_path):
@@ -400,3 +400,22 @@ def test_device_init_survives_the_shell_user_and_reaps_orphans(phone):
         assert a.shell("echo still") == "still\n"
     finally:
         a.close()
+
+
+def test_a_device_whose_init_died_says_so(emulator_factory, caplog):
+    """Nothing inside the device can kill its init; if the host (or the kernel) does, the emulator
+    logs the init's exit and refuses new sessions with that reason, not nsenter's own error."""
+    import signal
+
+    emu = emulator_factory()
+    os.kill(emu.userland.init_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while emu.userland.init.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    d = _device(emu.port)
+    try:
+        out = _swallow(d.shell, "echo alive")
+    finally:
+        d.close()
+    assert not out
+    assert "device init exited" in caplog.text and "the device is down: its init exited" in caplog.text

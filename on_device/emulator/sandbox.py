@@ -7,7 +7,10 @@ is reachable from another and from `adb forward`; nothing on the host is reachab
 Layout inside the sandbox: `/` is a read-only tmpfs; each top-level entry of the device root is
 bind-mounted read-only, the profile's writable partitions (/data, rw mounts) read-write; the bind
 sources are directory fds from the race-free walk of fs.py (`/proc/self/fd/N`), so a link planted
-on the host side can never redirect a mount. /system/bin is the userland (a shared cache dir),
+on the host side can never redirect a mount. /data is an ext4 image of the profile's size, kept in
+the device's mount namespace only once it is up (`Storage`). /system/bin is the userland (a shared
+cache dir: Debian's mksh, toybox and busybox, and our static helpers: hashes over libcrypto, the
+device-service client, init),
 /proc is a real procfs with the profile's meminfo/cpuinfo/version bound over it, /dev is bwrap's
 minimal devtmpfs plus /dev/__properties__ (the property store, read-only) and /dev/socket/g4m
 (the emulator's device service: runner contract and setprop, reached by a small static client).
@@ -669,6 +672,7 @@ class DeviceUserland:
         self._session_seq = 0
         self._lingering: set[Path] = set()
         self._identity = identity_files
+        self._owner = os.getpid()
         # What init has started on a phone the shell user can see.
         for k, v in (("init.svc.adbd", "running"), ("sys.boot_completed", "1"), ("ro.product.cpu.abi", "arm64-v8a")):
             self.props.setdefault(k, v)
@@ -790,8 +794,8 @@ class DeviceUserland:
             return
         started.set()
         self.init.wait()  # this thread must outlive the init (--die-with-parent)
-        if not self._closed:
-            log.error("device init exited (%s): %s", self.init.returncode,
+        if not self._closed:  # nothing inside can kill it: a host-side kill, or the kernel (OOM)
+            log.error("device init exited (status %s): %s", self.init.returncode,
                       self.init.stderr.read().decode(errors="replace")[-500:] if self.init.stderr else "")
 
     def _session_cgroups(self) -> list[Path]:
@@ -840,7 +844,9 @@ class DeviceUserland:
         return [self.tools.host_sh, "-c", f"{join}; exec \"$@\"", "g4m-session", *argv]
 
     def close(self) -> None:
-        if self._closed:
+        # A forked copy of the emulator's process (whose atexit runs this too) never takes the
+        # device down: only the process that started it does.
+        if self._closed or os.getpid() != self._owner:
             return
         self._closed = True
         with self._sessions_lock:
@@ -917,7 +923,8 @@ class DeviceUserland:
             if len(fds) != 3:
                 return
             rc = self._dispatch(conn, argv, env, cwd, fds)
-            conn.sendall(struct.pack("<i", rc))
+            with contextlib.suppress(OSError):  # the client (its session) went away meanwhile
+                conn.sendall(struct.pack("<i", rc))
         except Exception:
             log.error("device service failed:\n%s", traceback.format_exc())
         finally:
@@ -1024,6 +1031,10 @@ class DeviceUserland:
     # ---- sessions -----------------------------------------------------------------------------
     def spawn(self, command: str | None, *, pty: bool, env: dict[str, str] | None = None,
               merge_stderr: bool = False, winsize: tuple[int, int, int, int] | None = None) -> "Session":
+        if self._closed or self.init is None or self.init.poll() is not None:
+            # Said here, not as nsenter's "cannot open /proc/PID/ns/user" in the session's stderr.
+            why = "stopped" if self._closed else f"its init exited ({self.init.returncode if self.init else '?'})"
+            raise OSError(errno.ENODEV, f"the device is down: {why}")
         return Session(self, command, pty=pty, env=env or {}, merge_stderr=merge_stderr, winsize=winsize)
 
     def session_argv(self, command: str | None, pty: bool) -> tuple[list, Path | None]:
