@@ -10,12 +10,14 @@ command -v aapt >/dev/null 2>&1 || need_apt+=(aapt)
 [ -f /usr/share/android-framework-res/framework-res.apk ] || need_apt+=(android-framework-res)
 [ -f /usr/share/java/junit4.jar ] || need_apt+=(junit4)
 # The emulator's Android userland (issue 14): mksh as /system/bin/sh, toybox, busybox for what
-# Debian's toybox lacks (dd ...), bubblewrap for the sandbox, a static C toolchain for its helper.
+# Debian's toybox lacks (dd ...), bubblewrap for the sandbox, a static C toolchain for its helpers.
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v mksh >/dev/null 2>&1 || need_apt+=(mksh)
 command -v toybox >/dev/null 2>&1 || need_apt+=(toybox)
 command -v busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v losetup >/dev/null 2>&1 || need_apt+=(mount)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)  # /data: an ext4 image of the profile's size
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ "$(uname -m)" != x86_64 ] || need_apt+=(libc6-dev)
 # md5sum ... sha512sum over OpenSSL's libcrypto.a (a phone's toybox hashes with BoringSSL's hardware SHA)
