@@ -18,23 +18,14 @@ from gemma4_common.errors import UserError
 from gemma4_common.fsutil import sha256_file
 from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, HostHashes, deploy
 from sdk_tools.devices.base import ServiceRefused
-from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice
 from test_deploy import device_file, make_bundle
+from test_push_speed_paths import _open
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-stream")
 BDIR = DEV_DIR / "bundles" / "synthetic"
 
 pytestmark = pytest.mark.usefixtures("isolated_device_env")
-
-
-def _open(transport: str, request, emu):
-    if transport == "server":
-        adb = request.getfixturevalue("adb")
-        adb.connect(emu.serial)
-        server = AdbServer(port=int(adb.env["ANDROID_ADB_SERVER_PORT"]))
-        return lambda: ServerDevice(emu.serial, server)
-    return lambda: TcpDevice(emu.serial)
 
 
 def _transport_module(transport: str):
