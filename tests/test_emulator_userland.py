@@ -310,9 +310,11 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
     t.start()
     b = _device(phone.port)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while "sleep 987" not in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
             time.sleep(0.05)
+        # it must be running before the host goes (a slow start on a loaded machine once raced this)
+        assert "sleep 987" in b.shell("ps -A -o ARGS")
         a._io_manager._transport.close()  # the host side goes away without closing the stream
         deadline = time.monotonic() + 10
         while "sleep 987" in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -187,6 +188,11 @@ def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, t
                                                         "manifest": "pushed"}
         assert not any(p.endswith("litert_lm_main") for p in c.pushed)
     assert sha256_file(device_file(emu, d.model_path)) == sha256_file(bundle / "model.litertlm")
+    # the cut session's temporary file goes when the device notices its host has gone: allow for load
+    deadline = time.monotonic() + 20
+    while [p for p in device_file(emu, bdir).iterdir() if p.name.endswith(PART_SUFFIX)] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     leftovers = [p.name for p in device_file(emu, bdir).iterdir() if p.name.endswith(PART_SUFFIX)]
     assert leftovers == []
 
