@@ -65,6 +65,27 @@ pytestmark = pytest.mark.usefixtures("isolated_adb_key")
 
 
 # ---- tests --------------------------------------------------------------------------------------
+
+def corrupting_pieces(real, *, piece: int, offset: int, mask: int):
+    """A file_pieces that flips bits `mask` at `offset` of piece `piece` of the model after the host
+    read it (and re-checksums it, so only the device's sha256 can catch it)."""
+    def corrupting(local, size, hasher=None, checksum=None):
+        for i, (data, n, _check) in enumerate(real(local, size, hasher, checksum)):
+            if i == piece and local.name == "model.litertlm":
+                data[offset] ^= mask
+            yield data, n, (checksum(data) if checksum else 0)
+    return corrupting
+
+
+def names_after_part_cleanup(directory, timeout_s: float = 20) -> list[str]:
+    """The names in a device directory once no temporary push file is left, or at the timeout: a cut
+    session's device command removes its temporary file when its host goes away, and on a loaded
+    machine that can land after the resumed push (seen in a full run)."""
+    deadline = time.monotonic() + timeout_s
+    while any(n.endswith(PART_SUFFIX) for n in os.listdir(directory)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return os.listdir(directory)
+
 def test_push_verify_skip_unchanged_tcp(emulator_factory, tmp_path, runner_file):
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=3 << 20)
@@ -155,13 +176,7 @@ def test_cut_transfer_restarts_cleanly(transport, request, emulator_factory, tmp
     with open_dev() as dev2:
         d = deploy(dev2, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert sha256_file(device_file(emu, final)) == sha256_file(bundle / "model.litertlm")
-        # The cut session's device command removes its temporary file when its host goes away; on a
-        # loaded machine that can land after the resumed push (seen in a full run): give it time.
-        deadline = time.monotonic() + 20
-        while [n for n in os.listdir(device_file(emu, final.parent)) if n.endswith(PART_SUFFIX)] \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        names = os.listdir(device_file(emu, final.parent))
+        names = names_after_part_cleanup(device_file(emu, final.parent))
         assert not [n for n in names if n.endswith(PART_SUFFIX)], names
         assert d.files[-1].kind == "manifest"
     if transport == "server":
@@ -183,15 +198,7 @@ def test_checksum_mismatch_on_device(emulator_factory, tmp_path, runner_file, mo
 
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=1 << 20)
-    real = tcp.file_pieces
-
-    def corrupting(local, piece, hasher=None, checksum=None):
-        for i, (data, n, _check) in enumerate(real(local, piece, hasher, checksum)):
-            if i == 0 and local.name == "model.litertlm":
-                data[100] ^= 0x01
-            yield data, n, (checksum(data) if checksum else 0)
-
-    monkeypatch.setattr(tcp, "file_pieces", corrupting)
+    monkeypatch.setattr(tcp, "file_pieces", corrupting_pieces(tcp.file_pieces, piece=0, offset=100, mask=0x01))
     with TcpDevice(emu.serial) as dev, pytest.raises(UserError, match="checksum mismatch") as ei:
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
     assert len(ei.value.one_line().splitlines()) == 1

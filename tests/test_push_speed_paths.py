@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -17,7 +16,7 @@ from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, deploy
 from sdk_tools.devices.base import Device, DeviceOffline
 from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice, _fast_checksum, negotiated_max_payload
-from test_deploy import device_file, make_bundle
+from test_deploy import device_file, make_bundle, names_after_part_cleanup
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-fast")
 
@@ -188,12 +187,7 @@ def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, t
                                                         "manifest": "pushed"}
         assert not any(p.endswith("litert_lm_main") for p in c.pushed)
     assert sha256_file(device_file(emu, d.model_path)) == sha256_file(bundle / "model.litertlm")
-    # the cut session's temporary file goes when the device notices its host has gone: allow for load
-    deadline = time.monotonic() + 20
-    while [p for p in device_file(emu, bdir).iterdir() if p.name.endswith(PART_SUFFIX)] \
-            and time.monotonic() < deadline:
-        time.sleep(0.1)
-    leftovers = [p.name for p in device_file(emu, bdir).iterdir() if p.name.endswith(PART_SUFFIX)]
+    leftovers = [n for n in names_after_part_cleanup(device_file(emu, bdir)) if n.endswith(PART_SUFFIX)]
     assert leftovers == []
 
 

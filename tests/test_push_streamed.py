@@ -19,7 +19,7 @@ from gemma4_common.fsutil import sha256_file
 from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, HostHashes, deploy
 from sdk_tools.devices.base import ServiceRefused
 from sdk_tools.devices.tcp import TcpDevice
-from test_deploy import device_file, make_bundle
+from test_deploy import corrupting_pieces, device_file, make_bundle
 from test_push_speed_paths import _open
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-stream")
@@ -124,14 +124,7 @@ def test_a_byte_changed_on_the_way_is_caught(transport, request, emulator_factor
     monkeypatch.setattr(dep, "CHUNK_MIB", 1)
     bundle = make_bundle(tmp_path, size=(3 << 20) + 7, seed=12)
     real = mod.file_pieces
-
-    def corrupting(local, piece, hasher=None, checksum=None):
-        for i, (data, n, _check) in enumerate(real(local, piece, hasher, checksum)):
-            if i == 1 and local.name == "model.litertlm":
-                data[5] ^= 0x40
-            yield data, n, (checksum(data) if checksum else 0)
-
-    monkeypatch.setattr(mod, "file_pieces", corrupting)
+    monkeypatch.setattr(mod, "file_pieces", corrupting_pieces(real, piece=1, offset=5, mask=0x40))
     with open_dev() as dev, pytest.raises(UserError) as ei:
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
     msg = ei.value.one_line()
