@@ -34,6 +34,12 @@ class JsonConstrainer(
     private var pos = 0
     private var drafts = 0
 
+    /** Where the output stood when a draft came back empty (the model stops there: no new one). */
+    private var emptyAt = -1
+
+    /** A fixed text missed the draft: the next draft waits for a choice or a free value. */
+    private var emitMissed = false
+
     fun generate(
         prompt: String,
         schema: Map<String, Any?>,
@@ -42,6 +48,8 @@ class JsonConstrainer(
         out.setLength(0)
         draft = null
         drafts = 0
+        emptyAt = -1
+        emitMissed = false
         value(schema, 0)
         val text = out.toString()
         val v =
@@ -58,12 +66,21 @@ class JsonConstrainer(
         return Result(v, text, drafts)
     }
 
-    /** The model's draft from the current position (a new one when the walk left the old one). */
+    /**
+     * The model's draft from the current position: a new one when the walk left the old one, or
+     * used it up (unless the model stopped right here before).
+     */
     private fun rest(): String {
-        val d = draft ?: continueText(prompt + out).also { drafts++ }
-        if (draft == null) {
-            draft = d
+        val d = draft
+        val exhausted = d != null && pos >= d.length
+        if (d == null || (exhausted && emptyAt != out.length)) {
+            val fresh = continueText(prompt + out)
+            drafts++
+            draft = fresh
             pos = 0
+            emitMissed = false
+            emptyAt = if (fresh.isBlank()) out.length else -1
+            return fresh
         }
         return d.substring(minOf(pos, d.length))
     }
@@ -77,8 +94,15 @@ class JsonConstrainer(
         return j
     }
 
-    /** Write [lit]; keep the draft when it has the same text (whitespace outside strings aside). */
+    /**
+     * Write [lit]; keep the draft when it has the same text (whitespace outside strings aside).
+     * Without a draft, one is asked for *before* the fixed text, so that the model writes that text
+     * in its own tokenization (`{"` as one token, `: "` with the space on the quote) instead of
+     * continuing after a split it never saw in training: drafted after `"country": `, the tiny
+     * model names another country than in its own answer. After a miss the next draft waits.
+     */
     private fun emit(lit: String) {
+        if (draft == null && !emitMissed) rest()
         out.append(lit)
         val d = draft ?: return
         var i = pos
@@ -89,6 +113,7 @@ class JsonConstrainer(
             if (!inStr) i = skipWs(d, i)
             if (i >= d.length || d[i] != c) {
                 draft = null
+                emitMissed = true
                 return
             }
             i++

@@ -39,10 +39,13 @@ class GenerationTest {
 
         private val backend get() = model.engine() as JvmLiteRtBackend
 
-        /** A long answer (the model learned to copy), to have something to cancel. */
-        private const val LONG_PROMPT =
-            "Repeat after me: battery alarm weather morning yellow planet coffee bridge winter " +
-                "battery alarm weather morning yellow planet coffee bridge winter"
+        /**
+         * A long answer, to have something to cancel: a JSON description (20+ tokens), which the
+         * tiny model learned for every capital. Not a long "Repeat after me": the training copies
+         * one to four words, so a longer copy is out of distribution: the model trained here and
+         * on a fresh CI machine answers the 18 words with 6 tokens.
+         */
+        private const val LONG_PROMPT = "Describe Tokyo as JSON."
     }
 
     private fun request(text: String) = GenerateContentRequest(text, maxOutputTokens = TestEnv.maxNewTokens)
@@ -112,7 +115,8 @@ class GenerationTest {
         val seen = ArrayList<String>()
         val stats =
             eng.generate(
-                LONG_PROMPT,
+                // The backend takes the prompt as it is: render the chat turn as the SDK does.
+                model.renderPrompt(request(LONG_PROMPT)),
                 DecodeOptions(maxOutputTokens = 200),
                 ChunkSink {
                     seen.add(it)
@@ -120,8 +124,8 @@ class GenerationTest {
                     true
                 },
             )
-        assertEquals("cancelled", stats.stoppedBy)
-        assertTrue("${seen.size} chunks seen", seen.size <= 4)
+        assertEquals("cancelled after ${seen.size} chunks", "cancelled", stats.stoppedBy)
+        assertTrue("${seen.size} chunks seen", seen.size in 3..4)
         assertTrue(stats.chunksAfterCancel <= 1)
     }
 
