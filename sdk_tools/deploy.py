@@ -20,15 +20,18 @@ protocol v2 with close-stdin would end the input without a byte count, but frame
 (more work on the way); `exec:` with a size the command reads itself is what `pm install -S SIZE`
 does. Hashing a file still growing under sync SEND needs to know how much of it adbd has written:
 nothing tells the host, and adbd versions differ on writing in place. Where the device's dd lacks
-count_bytes (old toybox), `head -c N | dd` writes each chunk instead. On the host, the file is
-hashed by the thread that reads it for sending (hashlib releases the GIL), so a file the
-host-hash cache does not know costs no pass of its own either.
+count_bytes (old toybox), `head -c N | dd` writes each chunk instead. The host does not hash what
+it streams: the device's digest of the bytes it received, compared with the manifest's, is the
+proof, and after it the host-hash cache records the manifest's digest for the host file (if its
+stat did not change while it was read). A host hash pass would cost the client 1.3 CPU s/GiB
+(hashlib here) for nothing the device's check does not already show; the host hashes a file only
+when the device's digest is wrong (to say whose bytes were), and before a sync SEND.
 
 What the verification proves: the bytes read back from TMP after every write succeeded (pipefail,
 and TMP has the manifest's size) hash to the manifest's sha256; only then is TMP renamed into
 place. A local file that does not match its manifest therefore never reaches the final path (its
-digest is wrong on the device too; the host's own digest says which of the two it was: a bad
-bundle, or bytes changed on the way). What it does not prove: that the storage itself holds those
+digest is wrong on the device too; the host's own digest, taken then, says which of the two it
+was: a bad bundle, or bytes changed on the way). What it does not prove: that the storage itself holds those
 bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
 full re-hash, `rehash=True`), nor anything on a device whose own tools lie. Devices without
 `exec:` get the older path: sync SEND, then sha256sum of the temporary file (G4M_PUSH_SYNC=1
@@ -54,7 +57,6 @@ re-read on the host either."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -569,20 +571,6 @@ _STAMPED = "__g4m_stamped__"
 MAX_COMMAND = 3500  # stay under the 4 KiB an old adbd takes in one OPEN
 
 
-class _CountingHash:
-    """sha256 that counts what it was fed (a stream cut early hashed only part of the file)."""
-
-    def __init__(self) -> None:
-        self.h, self.n = hashlib.sha256(), 0
-
-    def update(self, data) -> None:
-        self.h.update(data)
-        self.n += len(data)
-
-    def hexdigest(self) -> str:
-        return self.h.hexdigest()
-
-
 class _Sender:
     """Sends files one by one, each streamed through `exec:` into one device command that writes,
     hashes, checks and renames it (see the module docstring); on a device without `exec:`, sync
@@ -620,12 +608,11 @@ class _Sender:
         script = _stream_script(item, tmp, self.first, after, self.dd_count_bytes)
         if len(script) > MAX_COMMAND and after:
             script = _stream_script(item, tmp, self.first, "", self.dd_count_bytes)
-        hasher = None if item.host_checked else _CountingHash()
         st0 = os.stat(item.local)
         t0 = time.perf_counter()
         try:
             with self.progress.step(f"{device.serial}: {final.name}", total=item.size):
-                out = device.stream_in(script, item.local, progress=self.progress.advance, hasher=hasher)
+                out = device.stream_in(script, item.local, progress=self.progress.advance)
         except ServiceRefused:
             raise
         except BaseException:
@@ -637,19 +624,15 @@ class _Sender:
         self.first = None
         text = out.decode("utf-8", "replace")
         st = _parse_stat_lines(text).get(str(final))
-        host_sha = None
-        if hasher is not None and hasher.n == item.size:
-            host_sha = hasher.hexdigest()
-            self.hashes.remember(item.local, st0, host_sha)
-            if host_sha == item.sha256:
-                item.host_checked = True
         if st is not None and _size_matches(st[0], item.size):
+            # In place only with the manifest's sha256 of what the device received: the bytes read
+            # from the host file hashed to it, which the host-hash cache may keep (if the file did
+            # not change while it was read) without a pass of the host's own.
+            self.hashes.remember(item.local, st0, item.sha256)
+            item.host_checked = True
             self.stamped = _STAMPED in text.splitlines()
             return (FileAction(item.kind, str(item.local), str(final), item.size, item.sha256, "pushed",
                                time.perf_counter() - t0), st)
-        if host_sha is not None and host_sha != item.sha256:
-            raise UserError(f"bundle file {item.local} does not match its manifest (sha256)",
-                            "re-run `gemma4-mobile convert` or copy the bundle again")
         m = re.search(rf"^{_VERDICT} (\S+) (\S*) (\S*)$", text, re.M)
         said = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(_VERDICT)]
         detail = said[-1][:200] if said else ""
@@ -662,6 +645,11 @@ class _Sender:
                                 "the stream ended without the device's answer" + (f": {detail}" if detail else ""))
         rc, got, size = m.groups()
         if rc == "0" and size == str(item.size) and got != item.sha256:
+            # Whose bytes were wrong: the host file's (a bad bundle), or the transfer's. Only now,
+            # on this rare path, does the host read the file for a hash of its own.
+            if not item.host_checked and self.hashes.sha256(item.local) != item.sha256:
+                raise UserError(f"bundle file {item.local} does not match its manifest (sha256)",
+                                "re-run `gemma4-mobile convert` or copy the bundle again")
             raise UserError(
                 f"checksum mismatch on {device.serial}: {final.name} has sha256 {(got or 'unreadable')[:16]}... "
                 f"after the push, expected {item.sha256[:16]}...",

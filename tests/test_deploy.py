@@ -69,8 +69,8 @@ pytestmark = pytest.mark.usefixtures("isolated_adb_key")
 def corrupting_pieces(real, *, piece: int, offset: int, mask: int):
     """A file_pieces that flips bits `mask` at `offset` of piece `piece` of the model after the host
     read it (and re-checksums it, so only the device's sha256 can catch it)."""
-    def corrupting(local, size, hasher=None, checksum=None):
-        for i, (data, n, _check) in enumerate(real(local, size, hasher, checksum)):
+    def corrupting(local, size, checksum=None):
+        for i, (data, n, _check) in enumerate(real(local, size, checksum)):
             if i == piece and local.name == "model.litertlm":
                 data[offset] ^= mask
             yield data, n, (checksum(data) if checksum else 0)

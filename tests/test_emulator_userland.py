@@ -315,7 +315,12 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
             time.sleep(0.05)
         # it must be running before the host goes (a slow start on a loaded machine once raced this)
         assert "sleep 987" in b.shell("ps -A -o ARGS")
-        a._io_manager._transport.close()  # the host side goes away without closing the stream
+        # The host side goes away without closing the stream, as a dying process does: shut the
+        # socket down first. A bare close() from here does not send FIN while thread `a` still sits
+        # in select() on the socket (Linux keeps the file open until that call returns, up to its
+        # 30 s timeout): what made this test fail, after 10 s, in one full-suite run.
+        a._io_manager._transport.shutdown()
+        a._io_manager._transport.close()
         deadline = time.monotonic() + 10
         while "sleep 987" in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
             time.sleep(0.05)

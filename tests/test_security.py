@@ -406,9 +406,9 @@ def test_push_checks_local_hashes_before_the_device_accepts_a_file(tmp_path, emu
             sent.append(local.name)
             return super()._push(local, device_path, mode, progress)
 
-        def _exec_in(self, command, local, progress, hasher):
+        def _exec_in(self, command, local, progress):
             sent.append(local.name)
-            return super()._exec_in(command, local, progress, hasher)
+            return super()._exec_in(command, local, progress)
 
     final = f"{TMP}/g4m/bundles/synthetic/model.litertlm"
     with Watching(emu.serial) as dev:

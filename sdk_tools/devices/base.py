@@ -69,11 +69,10 @@ def _read_ahead(name: str, produce: Callable[[Callable[[Any], bool]], None]):
         t.join()
 
 
-def file_pieces(local: Path, piece: int, hasher=None, checksum: Callable[[memoryview], int] | None = None):
+def file_pieces(local: Path, piece: int, checksum: Callable[[memoryview], int] | None = None):
     """The bytes of `local` as (piece, its length, ADB checksum or 0), pieces of at most `piece`
-    bytes, read by a thread ahead of the caller, which only sends. `hasher` (hashlib-like) is fed
-    every byte in that thread: the host's hash overlaps the sending instead of being a pass of its
-    own before it (hashlib and numpy release the GIL on large buffers)."""
+    bytes, read by a thread ahead of the caller, which only sends (numpy computes the checksums
+    without the GIL)."""
 
     def produce(put) -> None:
         with open(local, "rb", buffering=0) as f:
@@ -89,8 +88,6 @@ def file_pieces(local: Path, piece: int, hasher=None, checksum: Callable[[memory
                 if not n:
                     return
                 data = view[:n]
-                if hasher is not None:
-                    hasher.update(data)
                 if not put((data, n, checksum(data) if checksum else 0)) or n < piece:
                     return
 
@@ -310,7 +307,7 @@ class Device(abc.ABC):
     def _push(self, local: Path, device_path: str, mode: int, progress: ProgressFn | None,
               mtime: int | None = None) -> None: ...
 
-    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None) -> bytes:
         raise ServiceRefused(f"{self.serial}: this transport cannot stream into a device command",
                              "use a TCP or adb-server device")
 
@@ -372,20 +369,19 @@ class Device(abc.ABC):
                     raise
                 raise DeviceOffline(self.serial, f"push of {Path(local).name}", _why(e)) from None
 
-    def stream_in(self, command: str, local: Path | str, progress: ProgressFn | None = None,
-                  hasher=None) -> bytes:
+    def stream_in(self, command: str, local: Path | str, progress: ProgressFn | None = None) -> bytes:
         """Run `command` (a device shell command line) through the `exec:` service with the bytes of
         `local` as its stdin, and return everything it wrote (stdout and stderr, as adbd merges them
         for exec:). The host cannot end an ADB stream's input without ending the stream, so the
         command must read exactly the file's size itself (`dd iflag=count_bytes count=SIZE`,
         `head -c SIZE`; `pm install -S SIZE` streams the same way). `progress(n)` gets bytes sent;
-        `hasher` (hashlib-like) is fed every byte sent. The host stops sending once the device
+        The host stops sending once the device
         closes the stream (a command that ended early). ServiceRefused where the device has no
         `exec:`."""
         local = Path(local)
         with self._lock:
             try:
-                return self._exec_in(command, local, progress, hasher)
+                return self._exec_in(command, local, progress)
             except (ConnectionError, OSError, EOFError) as e:
                 if isinstance(e, FileNotFoundError) and not local.exists():
                     raise

@@ -232,7 +232,7 @@ class ServerDevice(Device):
                 raise ConnectionError(f"unexpected sync reply {ident!r}")
             sock.sendall(_sync_req(b"QUIT", b""))
 
-    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None) -> bytes:
         try:
             sock = self.server.open_service(self.serial, "exec:" + command)
         except DeviceCommandError as e:
@@ -245,7 +245,7 @@ class ServerDevice(Device):
             out = bytearray()
             ended = False  # the device closed the stream: the command stopped reading
             broken: OSError | None = None
-            pieces = file_pieces(local, PUSH_BATCH, hasher)
+            pieces = file_pieces(local, PUSH_BATCH)
             try:
                 for piece, nbytes, _check in pieces:
                     try:

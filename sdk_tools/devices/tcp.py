@@ -413,12 +413,12 @@ class TcpDevice(Device):
         self._on_connection(local.stat().st_size, lambda sock, max_payload, skip, on_unclean: self._push_on(
             sock, max_payload, skip, local, device_path, mode, progress, mtime, on_unclean))
 
-    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None, hasher) -> bytes:
+    def _exec_in(self, command: str, local: Path, progress: ProgressFn | None) -> bytes:
         return self._on_connection(local.stat().st_size, lambda sock, max_payload, skip, on_unclean: self._exec_on(
-            sock, max_payload, skip, command, local, progress, hasher, on_unclean))
+            sock, max_payload, skip, command, local, progress, on_unclean))
 
     def _exec_on(self, sock: socket.socket, max_payload: int, skip_checksums: bool, command: str, local: Path,
-                 progress: ProgressFn | None, hasher, on_unclean) -> bytes:
+                 progress: ProgressFn | None, on_unclean) -> bytes:
         """`exec:command` fed the file in WRTEs of the device's max payload, one in flight; its output
         until the device closes the stream (early, too: a command that stopped reading)."""
         raw = _RawSync(sock, check_in=not skip_checksums, check_out=not skip_checksums)
@@ -429,7 +429,7 @@ class TcpDevice(Device):
                 clean = True
                 raise ServiceRefused(f"{self.serial} refused the exec: service", "update the device's Android version")
             closed = False
-            pieces = file_pieces(local, max_payload, hasher, None if skip_checksums else _fast_checksum)
+            pieces = file_pieces(local, max_payload, None if skip_checksums else _fast_checksum)
             for piece, nbytes, check in pieces:
                 raw.packet(A_WRTE, raw.local, raw.remote, piece, check)
                 while True:  # its OKAY; the command's output may come first
