@@ -5,6 +5,7 @@ conversions sharing a parent directory."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -25,8 +26,9 @@ from helpers import REPO, assert_one_line_error, cli, cli_subprocess, copy_check
 def _commands():
     """(argv path, callback) of every leaf command registered on the typer app, found by walking
     the app itself (commands and sub-apps), so that a new command is covered without editing this."""
-    from sdk_tools.cli.app import app
+    from sdk_tools.cli.app import full_app
 
+    app = full_app()
     out = []
 
     def walk(t, path):
@@ -130,8 +132,9 @@ def test_click_classes_fence():
     Fails on a typer upgrade that moves them (then update app._click_classes and the pin)."""
     import typer
 
-    from sdk_tools.cli.app import CLICK_ERRORS, USAGE_ERRORS, app
+    from sdk_tools.cli.app import CLICK_ERRORS, USAGE_ERRORS, full_app
 
+    app = full_app()
     raised = []
     for argv in (["--no-such"], ["plan", "--prefill", "x"], ["nosuch"], ["run"]):
         try:
@@ -145,6 +148,30 @@ def test_click_classes_fence():
     # the version the fence was written against is the one pyproject pins
     pins = (REPO / "pyproject.toml").read_text()
     assert f'"typer=={typer.__version__}"' in pins, "typer changed: re-check app._click_classes, then pin it"
+
+
+def test_the_command_list_is_every_command_module():
+    """cli/app.py lists the commands explicitly (a command imports its own module only): the list
+    must name every module of the package that registers one, and nothing else."""
+    import pkgutil
+
+    import sdk_tools.cli as pkg
+    from sdk_tools.cli.app import COMMANDS
+
+    modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)
+               if hasattr(importlib.import_module(f"sdk_tools.cli.{m.name}"), "register")}
+    assert sorted(COMMANDS) == sorted(modules)
+
+
+def test_a_command_imports_only_its_own_module():
+    """`gemma4-mobile push --help` does not import the converters, torch or the other commands."""
+    code = ("import sys; from sdk_tools.cli.app import main; rc = main(['push', '--help']); "
+            "print(sorted(m for m in sys.modules if m.startswith('sdk_tools.cli.') or m in "
+            "('torch', 'transformers', 'converters.pipeline', 'litert_torch')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = r.stdout.strip().splitlines()[-1]
+    assert loaded == "['sdk_tools.cli.app', 'sdk_tools.cli.common', 'sdk_tools.cli.push']", loaded
 
 
 def test_bare_group_prints_its_help():
