@@ -25,7 +25,7 @@ it streams: the device's digest of the bytes it received, compared with the mani
 proof, and after it the host-hash cache records the manifest's digest for the host file (if its
 stat did not change while it was read). A host hash pass would cost the client 1.3 CPU s/GiB
 (hashlib here) for nothing the device's check does not already show; the host hashes a file only
-when the device's digest is wrong (to say whose bytes were), and before a sync SEND.
+when the device's digest is wrong, to say whose bytes were (the same on the sync path).
 
 What the verification proves: the bytes read back from TMP after every write succeeded (pipefail,
 and TMP has the manifest's size) hash to the manifest's sha256; only then is TMP renamed into
@@ -594,12 +594,17 @@ class _Sender:
         if self.first:
             self.device.shell_result(self.first)
             self.first = None
-        if not item.host_checked:  # sync SEND cannot hash on the way: check the host file first
-            if self.hashes.sha256(item.local) != item.sha256:
-                raise UserError(f"bundle file {item.local} does not match its manifest (sha256)",
-                                "re-run `gemma4-mobile convert` or copy the bundle again")
-            item.host_checked = True
-        return _push_verified(self.device, item, self.progress)
+        # As streamed: the device's sha256 of the temporary file is the proof, no host pass before.
+        st0 = os.stat(item.local)
+        done = _push_verified(self.device, item, self.progress, self.hashes)
+        self._host_proven(item, st0)
+        return done
+
+    def _host_proven(self, item: _Item, st0: os.stat_result) -> None:
+        """The device found the manifest's sha256 in what was read from the host file: the host-hash
+        cache may keep it for that file (if its stat did not change while it was read)."""
+        self.hashes.remember(item.local, st0, item.sha256)
+        item.host_checked = True
 
     def _streamed(self, item: _Item, stamp) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
         device, final = self.device, item.device_path
@@ -625,11 +630,8 @@ class _Sender:
         text = out.decode("utf-8", "replace")
         st = _parse_stat_lines(text).get(str(final))
         if st is not None and _size_matches(st[0], item.size):
-            # In place only with the manifest's sha256 of what the device received: the bytes read
-            # from the host file hashed to it, which the host-hash cache may keep (if the file did
-            # not change while it was read) without a pass of the host's own.
-            self.hashes.remember(item.local, st0, item.sha256)
-            item.host_checked = True
+            # In place only with the manifest's sha256 of what the device received.
+            self._host_proven(item, st0)
             self.stamped = _STAMPED in text.splitlines()
             return (FileAction(item.kind, str(item.local), str(final), item.size, item.sha256, "pushed",
                                time.perf_counter() - t0), st)
@@ -645,15 +647,7 @@ class _Sender:
                                 "the stream ended without the device's answer" + (f": {detail}" if detail else ""))
         rc, got, size = m.groups()
         if rc == "0" and size == str(item.size) and got != item.sha256:
-            # Whose bytes were wrong: the host file's (a bad bundle), or the transfer's. Only now,
-            # on this rare path, does the host read the file for a hash of its own.
-            if not item.host_checked and self.hashes.sha256(item.local) != item.sha256:
-                raise UserError(f"bundle file {item.local} does not match its manifest (sha256)",
-                                "re-run `gemma4-mobile convert` or copy the bundle again")
-            raise UserError(
-                f"checksum mismatch on {device.serial}: {final.name} has sha256 {(got or 'unreadable')[:16]}... "
-                f"after the push, expected {item.sha256[:16]}...",
-                "the transfer was corrupted or the device storage is failing; run the push again")
+            _raise_mismatch(device, item, got or None, self.hashes)
         if rc != "0" or size != str(item.size):
             raise DeviceCommandError(
                 f"writing {tmp} on {device.serial} failed ({detail or 'exit ' + rc}; {size or 0} of {item.size} bytes "
@@ -725,7 +719,7 @@ def _stamp_command(stamp_path: PurePosixPath, manifest_sha: str, entries: dict[s
             + join(["mv", "-f", str(tmp), str(stamp_path)]) + " && echo " + _STAMPED)
 
 
-def _push_verified(device: Device, item: _Item, progress: Progress
+def _push_verified(device: Device, item: _Item, progress: Progress, hashes: HostHashes
                    ) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
     """Push to a temporary name, hash it on the device, move it into place; (action, final stat)."""
     final = item.device_path
@@ -736,7 +730,7 @@ def _push_verified(device: Device, item: _Item, progress: Progress
             device.push(item.local, tmp, mode=item.mode, progress=progress.advance)
         got = device.sha256([tmp]).get(str(tmp))
         if got != item.sha256:
-            _raise_mismatch(device, item, got)
+            _raise_mismatch(device, item, got, hashes)
         r = device.shell_result(join(["mv", "-f", str(tmp), str(final)]) + " && "
                                 + join(["chmod", f"{item.mode:o}", str(final)]) + " && "
                                 + join(["stat", "-c", STAT_FORMAT, str(final)]))
@@ -754,8 +748,10 @@ def _push_verified(device: Device, item: _Item, progress: Progress
                        time.perf_counter() - t0), st)
 
 
-def _raise_mismatch(device: Device, item: _Item, got: str | None) -> None:
-    if item.kind in ("model", "config", "manifest") and sha256_file(item.local) != item.sha256:
+def _raise_mismatch(device: Device, item: _Item, got: str | None, hashes: HostHashes) -> None:
+    """The device's digest is not the manifest's: say whose bytes were wrong, the host file's (a bad
+    bundle) or the transfer's. Only on this path does the host read the file for a hash of its own."""
+    if not item.host_checked and hashes.sha256(item.local) != item.sha256:
         raise UserError(f"bundle file {item.local} does not match its manifest (sha256)",
                         "re-run `gemma4-mobile convert` or copy the bundle again")
     raise UserError(

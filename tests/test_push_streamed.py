@@ -168,8 +168,10 @@ def test_local_file_not_matching_its_manifest_never_reaches_the_final_path(trans
 @pytest.mark.parametrize("why", ["refused", "G4M_PUSH_SYNC"])
 def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tmp_path, runner_file, monkeypatch):
     """An old adbd that refuses exec: (stood in for by refusing it on our side), or G4M_PUSH_SYNC=1:
-    sync SEND to the temporary name, sha256sum, rename; the host checks its own file first, since
-    sync cannot hash on the way."""
+    sync SEND to the temporary name, sha256sum, rename. As on the streamed path, the host does not
+    hash the model before sending it: the device's sha256sum against the manifest is the proof,
+    after which the host-hash cache knows the file."""
+    import sdk_tools.deploy as dep
 
     class NoExec(TcpDevice):
         def _exec_in(self, *a, **kw):
@@ -179,9 +181,14 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
         monkeypatch.setenv("G4M_PUSH_SYNC", "1")
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=(2 << 20) + 5, seed=14)
+    host_reads: list[str] = []
+    real_sha = dep.sha256_file
+    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (host_reads.append(os.path.basename(p)), real_sha(p, *a))[1])
     with (NoExec if why == "refused" else TcpDevice)(emu.serial) as dev:
         calls = Calls(dev)
         d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+        assert "model.litertlm" not in host_reads
+        assert HostHashes().cached(bundle / "model.litertlm") == real_sha(bundle / "model.litertlm")
         assert len(calls.pushes) == 3
         assert calls.streams == ([str(runner_file)] if why == "refused" else [])  # one try, then sync
         assert any(c.startswith("sha256sum ") for c in calls.shells)
