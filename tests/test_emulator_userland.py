@@ -5,6 +5,7 @@ with Debian's adb and with adb-shell, over loopback. Plus the sandbox's security
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -302,6 +303,25 @@ def test_a_runaway_writer_meets_enospc_and_the_device_keeps_working(emulator_fac
         assert a.shell(f"stat -c %s {TMP}/pushed.bin") == f"{1 << 20}\n"
     finally:
         a.close()
+
+
+def test_device_processes_start_with_default_signals_whatever_the_host_ignores(phone):
+    """An emulator started under `nohup` (SIGHUP ignored, inherited by every child) must still give
+    device processes default signals, as adbd's children have: else a session whose host went away
+    ignores its SIGHUP, mksh cannot trap it, and its temporary files stay (what made the cut-push
+    and SIGHUP tests fail in every full run started with nohup, and pass on CI)."""
+    dev = _device(phone.port)
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it, for the sessions spawned now
+    try:
+        status = dev.shell("cat /proc/self/status")
+        trapped = dev.shell("trap 'echo hup-trapped' HUP; kill -HUP $$; echo after")
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        dev.close()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    assert "hup-trapped" in trapped, trapped
 
 
 def test_a_session_whose_host_goes_away_gets_sighup(phone):

@@ -94,6 +94,7 @@ class Tools:
     setsid: str
     host_sh: str
     libs: tuple[str, ...]
+    env: str = "/usr/bin/env"
 
 
 def _which(name: str, package: str) -> str:
@@ -133,7 +134,7 @@ def check_available() -> Tools:
         tools = Tools(bwrap=_which("bwrap", "bubblewrap"), mksh=_which("mksh", "mksh"),
                       toybox=_which("toybox", "toybox"), busybox=_which("busybox", "busybox-static"),
                       nsenter=_which("nsenter", "util-linux"), setsid=_which("setsid", "util-linux"),
-                      host_sh=_which("sh", "dash"), libs=())
+                      host_sh=_which("sh", "dash"), libs=(), env=_which("env", "coreutils"))
         for tool, package in (("mount", "mount"), ("losetup", "mount"), ("mkfs.ext4", "e2fsprogs"), ("cc", "gcc")):
             _which(tool, package)
         if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
@@ -1039,7 +1040,11 @@ class DeviceUserland:
 
     def session_argv(self, command: str | None, pty: bool) -> tuple[list, Path | None]:
         t = self.tools
-        argv = [t.nsenter, "-t", str(self.init_pid), "-U", "-m", "-p", "-n", "-u", "-i",
+        # `env --default-signal` first: a device process starts with every signal at its default, as
+        # adbd's children do, whatever the emulator inherited. Under `nohup` (or any parent that
+        # ignores SIGHUP) the shell and its commands would otherwise ignore SIGHUP, mksh could not
+        # trap it, and a session whose host went away would keep running with its temporary files.
+        argv = [t.env, "--default-signal", t.nsenter, "-t", str(self.init_pid), "-U", "-m", "-p", "-n", "-u", "-i",
                 "-S", str(SHELL_UID), "-G", str(SHELL_GID), "-r", "-w", "--", "/system/bin/sh"]
         if command is not None:
             argv += ["-c", command.encode("utf-8", "surrogateescape")]  # bytes: never the host's locale
