@@ -335,10 +335,8 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
             time.sleep(0.05)
         # it must be running before the host goes (a slow start on a loaded machine once raced this)
         assert "sleep 987" in b.shell("ps -A -o ARGS")
-        # The host side goes away without closing the stream, as a dying process does: shut the
-        # socket down first. A bare close() from here does not send FIN while thread `a` still sits
-        # in select() on the socket (Linux keeps the file open until that call returns, up to its
-        # 30 s timeout): what made this test fail, after 10 s, in one full-suite run.
+        # The host side goes away without closing the stream, as a dying process does (its kernel
+        # ends the connection even while thread `a` sits in select() on it).
         a._io_manager._transport.shutdown()
         a._io_manager._transport.close()
         deadline = time.monotonic() + 10
