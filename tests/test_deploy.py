@@ -86,6 +86,15 @@ def names_after_part_cleanup(directory, timeout_s: float = 20) -> list[str]:
         time.sleep(0.1)
     return os.listdir(directory)
 
+
+def device_processes(dev) -> str:
+    """What runs on the device, with each shell and dd's signal state: why a cut session's command
+    is still there, for a failure message (did its SIGHUP arrive, or is it ignored or blocked?)."""
+    return dev.shell_result(
+        "ps -A -o PID,PGID,STAT,ARGS; for p in $(pgrep -x sh; pgrep -x dd; pgrep -x busybox); do echo pid $p; "
+        "grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigIgn)' /proc/$p/status 2>/dev/null; done").out
+
+
 def test_push_verify_skip_unchanged_tcp(emulator_factory, tmp_path, runner_file):
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=3 << 20)
@@ -177,7 +186,7 @@ def test_cut_transfer_restarts_cleanly(transport, request, emulator_factory, tmp
         d = deploy(dev2, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert sha256_file(device_file(emu, final)) == sha256_file(bundle / "model.litertlm")
         names = names_after_part_cleanup(device_file(emu, final.parent))
-        assert not [n for n in names if n.endswith(PART_SUFFIX)], names
+        assert not [n for n in names if n.endswith(PART_SUFFIX)], (names, device_processes(dev2))
         assert d.files[-1].kind == "manifest"
     if transport == "server":
         adb.run("disconnect", emu.serial)

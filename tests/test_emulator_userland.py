@@ -342,7 +342,11 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
         deadline = time.monotonic() + 10
         while "sleep 987" in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "sleep 987" not in b.shell("ps -A -o ARGS")
+        # On failure, say why the sleep lives: its signal state (SIGHUP ignored, blocked or pending?)
+        # and its process group (did the hang-up reach it?).
+        why = b.shell("ps -A -o PID,PGID,STAT,ARGS; for p in $(pgrep -f 'sleep 987'); do "
+                      "grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigIgn)' /proc/$p/status; done")
+        assert "sleep 987" not in b.shell("ps -A -o ARGS"), why
     finally:
         b.close()
 

@@ -16,7 +16,7 @@ from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, deploy
 from sdk_tools.devices.base import Device, DeviceOffline
 from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice, _fast_checksum, negotiated_max_payload
-from test_deploy import device_file, make_bundle, names_after_part_cleanup
+from test_deploy import device_file, device_processes, make_bundle, names_after_part_cleanup
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-fast")
 
@@ -188,7 +188,9 @@ def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, t
         assert not any(p.endswith("litert_lm_main") for p in c.pushed)
     assert sha256_file(device_file(emu, d.model_path)) == sha256_file(bundle / "model.litertlm")
     leftovers = [n for n in names_after_part_cleanup(device_file(emu, bdir)) if n.endswith(PART_SUFFIX)]
-    assert leftovers == []
+    if leftovers:
+        with open_dev() as dev:
+            pytest.fail(f"{leftovers} left after the cut session; device processes:\n{device_processes(dev)}")
 
 
 def test_raw_sync_uses_the_devices_max_payload(emulator_factory, tmp_path):
