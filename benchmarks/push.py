@@ -9,10 +9,10 @@ Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through t
 (streamed: written and hashed on the device in one pass); and over TCP with G4M_PUSH_SYNC=1 (sync
 SEND, then sha256sum: the path of a device without exec:, and of the previous version).
 
-Each figure is the wall time of the whole command (process start, host hashing, transfer, sha256 on
-the device, rename), MB = 10^6 bytes of bundle pushed (model + runner). Every `gemma4-mobile push`
-starts with an empty state directory (its host-hash cache knows nothing: the bundle is hashed on
-the way, as for a new user); the re-push reuses the state of the full push before it. Each round
+Each figure is the wall time of the whole command (process start, transfer, sha256 on the device,
+rename), MB = 10^6 bytes of bundle pushed (model + runner). Every `gemma4-mobile push` starts with
+an empty state directory, as for a new user (the host does not hash what it pushes: the device's
+sha256 against the manifest is the proof); the re-push reuses the state of the full push before it. Each round
 runs the three pushes in a rotated order into fresh directories (removed, untimed, afterwards).
 
 CPU seconds per GiB pushed, per process: the client (`adb` or `gemma4-mobile`, this script's
