@@ -234,14 +234,9 @@ def run_isolated(fn: Callable, req: Any, plan: Any, progress: Progress, *, work_
     created_parent = not work_parent.exists()
     child = Isolated(fn, (req, plan))
     try:
-        outcome = child.relay(progress)
+        return child.outcome_value(child.relay(progress))
     except BaseException:
-        child.terminate()
-        _cleanup(work_parent, before, created_parent, child.proc.pid, targets)
-        raise
-    try:
-        return child.outcome_value(outcome)
-    except BaseException:
+        child.terminate()  # still running if relaying was interrupted; a no-op once it has ended
         _cleanup(work_parent, before, created_parent, child.proc.pid, targets)
         raise
 

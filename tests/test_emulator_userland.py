@@ -308,8 +308,8 @@ def test_a_runaway_writer_meets_enospc_and_the_device_keeps_working(emulator_fac
 def test_device_processes_start_with_default_signals_whatever_the_host_ignores(phone):
     """An emulator started under `nohup` (SIGHUP ignored, inherited by every child) must still give
     device processes default signals, as adbd's children have: else a session whose host went away
-    ignores its SIGHUP, mksh cannot trap it, and its temporary files stay (what made the cut-push
-    and SIGHUP tests fail in every full run started with nohup, and pass on CI)."""
+    ignores its SIGHUP, mksh cannot trap it, and its temporary files stay (the cut-push and SIGHUP
+    tests failed in full runs started with nohup and passed on CI; they pass under nohup with this)."""
     dev = _device(phone.port)
     old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it, for the sessions spawned now
     try:
@@ -434,8 +434,6 @@ def test_device_init_survives_the_shell_user_and_reaps_orphans(phone):
 def test_a_device_whose_init_died_says_so(emulator_factory, caplog):
     """Nothing inside the device can kill its init; if the host (or the kernel) does, the emulator
     logs the init's exit and refuses new sessions with that reason, not nsenter's own error."""
-    import signal
-
     emu = emulator_factory()
     os.kill(emu.userland.init_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10

@@ -64,6 +64,14 @@ def _no_parts(emu) -> list[str]:
     return [n for n in os.listdir(d) if n.endswith(PART_SUFFIX)] if d.is_dir() else []
 
 
+def _spy_host_hashes(monkeypatch) -> list[str]:
+    """The names of the files deploy hashes on the host from here on (sha256_file's calls)."""
+    reads: list[str] = []
+    real = dep.sha256_file
+    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (reads.append(os.path.basename(p)), real(p, *a))[1])
+    return reads
+
+
 @pytest.mark.parametrize("transport,writer", [("tcp", "dd"), ("server", "dd"), ("tcp", "head")])
 def test_streamed_push_is_byte_identical_in_one_stream_per_file(transport, writer, request, emulator_factory,
                                                                 tmp_path, runner_file, monkeypatch):
@@ -78,9 +86,7 @@ def test_streamed_push_is_byte_identical_in_one_stream_per_file(transport, write
     monkeypatch.setattr(dep, "CHUNK_MIB", 1)
     bundle = make_bundle(tmp_path, size=(9 << 20) + 12345, seed=11)
     model = bundle / "model.litertlm"
-    host_reads: list[str] = []
-    real_sha = dep.sha256_file
-    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (host_reads.append(os.path.basename(p)), real_sha(p, *a))[1])
+    host_reads = _spy_host_hashes(monkeypatch)
     with open_dev() as dev:
         calls = Calls(dev)
         d1 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
@@ -90,7 +96,7 @@ def test_streamed_push_is_byte_identical_in_one_stream_per_file(transport, write
         assert len(calls.shells) == 1 and len(calls.streams) == 3 and calls.pushes == []
         assert "sha256sum" not in calls.shells[0]
         assert all(("head -c" in c) == (writer == "head") for c in calls.commands)
-        # The host hashed the model only while sending it (no pass of its own before), and remembers it.
+        # The host never hashed the model (the device's digest proved it), and its cache knows it now.
         assert "model.litertlm" not in host_reads
         assert HostHashes().cached(model) == sha256_file(model)
     on_dev = device_file(emu, d1.model_path)
@@ -171,7 +177,6 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
     sync SEND to the temporary name, sha256sum, rename. As on the streamed path, the host does not
     hash the model before sending it: the device's sha256sum against the manifest is the proof,
     after which the host-hash cache knows the file."""
-    import sdk_tools.deploy as dep
 
     class NoExec(TcpDevice):
         def _exec_in(self, *a, **kw):
@@ -181,14 +186,12 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
         monkeypatch.setenv("G4M_PUSH_SYNC", "1")
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=(2 << 20) + 5, seed=14)
-    host_reads: list[str] = []
-    real_sha = dep.sha256_file
-    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (host_reads.append(os.path.basename(p)), real_sha(p, *a))[1])
+    host_reads = _spy_host_hashes(monkeypatch)
     with (NoExec if why == "refused" else TcpDevice)(emu.serial) as dev:
         calls = Calls(dev)
         d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert "model.litertlm" not in host_reads
-        assert HostHashes().cached(bundle / "model.litertlm") == real_sha(bundle / "model.litertlm")
+        assert HostHashes().cached(bundle / "model.litertlm") == sha256_file(bundle / "model.litertlm")
         assert len(calls.pushes) == 3
         assert calls.streams == ([str(runner_file)] if why == "refused" else [])  # one try, then sync
         assert any(c.startswith("sha256sum ") for c in calls.shells)

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from converters.npu.catalog import NEUROPILOT_SDK_VERSION_TYPE, SocInfo
 from gemma4_common.errors import UserError
 

@@ -44,8 +44,11 @@ def _register(names) -> None:
         module.register(app)
         _registered.add(name)
     # Help lists commands in registration order: keep COMMANDS' order whatever was needed first.
-    app.registered_commands.sort(key=lambda c: COMMANDS.index(c.name) if c.name in COMMANDS else len(COMMANDS))
-    app.registered_groups.sort(key=lambda g: COMMANDS.index(g.name) if g.name in COMMANDS else len(COMMANDS))
+    def order(info) -> int:
+        return COMMANDS.index(info.name) if info.name in COMMANDS else len(COMMANDS)
+
+    app.registered_commands.sort(key=order)
+    app.registered_groups.sort(key=order)
 
 
 def _register_for(argv: list[str]) -> None:
