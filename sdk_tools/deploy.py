@@ -31,8 +31,8 @@ What the verification proves: the bytes read back from TMP after every write suc
 and TMP has the manifest's size) hash to the manifest's sha256; only then is TMP renamed into
 place. A local file that does not match its manifest therefore never reaches the final path (its
 digest is wrong on the device too; the host's own digest, taken then, says which of the two it
-was: a bad bundle, or bytes changed on the way). What it does not prove: that the storage itself holds those
-bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
+was: a bad bundle, or bytes changed on the way). What it does not prove: that the storage itself
+holds those bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
 full re-hash, `rehash=True`), nor anything on a device whose own tools lie. Devices without
 `exec:` get the older path: sync SEND, then sha256sum of the temporary file (G4M_PUSH_SYNC=1
 forces it, to compare or where a device's exec: misbehaves).
@@ -220,7 +220,7 @@ class _Item:
     size: int
     sha256: str
     mode: int
-    host_checked: bool = True  # the host file is known to hash to sha256; else checked while it is sent
+    host_checked: bool = True  # the host file is known to hash to sha256; else proven by the device's hash
 
 
 def bundle_id(manifest: dict[str, Any], bundle_dir: Path) -> str:
@@ -324,9 +324,8 @@ def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Pa
         if p.sha256 is None or (p.size is not None and size != p.size):
             raise UserError(f"bundle file {p.source} does not match the manifest (size {size}, expected {p.size})",
                             "re-run `gemma4-mobile convert` or copy the bundle again")
-        # Known to the cache: checked now. Otherwise hashed while it is sent (and only if it is sent:
-        # a file the device proves to be the manifest's needs no host pass at all); the device
-        # accepts it only with the manifest's sha256 either way.
+        # Known to the cache: checked now. Otherwise not hashed on the host at all: the device accepts
+        # it only with the manifest's sha256 (and only a wrong digest there makes the host hash it).
         known = hashes.cached(local)
         if known is not None and known != p.sha256:
             raise UserError(f"bundle file {p.source} does not match its manifest (sha256)",

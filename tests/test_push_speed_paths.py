@@ -112,8 +112,9 @@ def test_push_repush_stamp_and_one_byte_rewrite(transport, request, emulator_fac
 
 
 def test_host_hashes_are_cached_by_stat(emulator_factory, tmp_path, runner_file, monkeypatch):
-    """A file the host does not know is hashed while it is sent (no pass of its own), its digest
-    cached by stat; a file the device already proves is not read on the host at all."""
+    """A file the host does not know is sent without a host hash (the device's digest proves it) and
+    the manifest's digest is then cached by its stat; a file the device already proves is not read
+    on the host at all."""
     import sdk_tools.deploy as dep
     import sdk_tools.devices.tcp as tcp
     from converters.bundle import write_manifest
@@ -143,7 +144,7 @@ def test_host_hashes_are_cached_by_stat(emulator_factory, tmp_path, runner_file,
         assert HostHashes().cached(model) is None
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert "model.litertlm" not in reads + streamed  # the device's stamp proves its copy
-        model.write_bytes(bytes(range(256)) * 4096)  # new bytes: sent, hashed on the way, cached
+        model.write_bytes(bytes(range(256)) * 4096)  # new bytes: sent, proven on the device, cached
         write_manifest(bundle, {"name": "synthetic", "variant": "e2b", "recipe": {"name": "x"}})
         deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert "model.litertlm" in streamed and "model.litertlm" not in reads

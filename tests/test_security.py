@@ -414,7 +414,7 @@ def test_push_checks_local_hashes_before_the_device_accepts_a_file(tmp_path, emu
     with Watching(emu.serial) as dev:
         with pytest.raises(UserError, match="does not match its manifest"):
             deploy(dev, b, runner=runner_file, device_dir=f"{TMP}/g4m")
-        assert "model.litertlm" in sent  # hashed on the way: the device's check is what refuses it
+        assert "model.litertlm" in sent  # sent unhashed: the device's check is what refuses it
         assert not device_file(emu, final).exists()
         assert not [n for n in os.listdir(device_file(emu, f"{TMP}/g4m/bundles/synthetic"))
                     if n.endswith(PART_SUFFIX)]

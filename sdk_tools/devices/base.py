@@ -374,10 +374,9 @@ class Device(abc.ABC):
         `local` as its stdin, and return everything it wrote (stdout and stderr, as adbd merges them
         for exec:). The host cannot end an ADB stream's input without ending the stream, so the
         command must read exactly the file's size itself (`dd iflag=count_bytes count=SIZE`,
-        `head -c SIZE`; `pm install -S SIZE` streams the same way). `progress(n)` gets bytes sent;
-        The host stops sending once the device
-        closes the stream (a command that ended early). ServiceRefused where the device has no
-        `exec:`."""
+        `head -c SIZE`; `pm install -S SIZE` streams the same way). `progress(n)` gets bytes sent.
+        The host stops sending once the device closes the stream (a command that ended early).
+        ServiceRefused where the device has no `exec:`."""
         local = Path(local)
         with self._lock:
             try:
