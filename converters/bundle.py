@@ -124,13 +124,7 @@ def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
     if not mp.is_file():
         raise UserError(f"{bundle_dir} is not a bundle (no {MANIFEST})",
                         "pass a directory made by `gemma4-mobile convert`")
-    try:
-        m = read_json(mp, _FIX)
-    except UnicodeDecodeError:
-        raise _bad(mp, "not UTF-8 text: a binary file?") from None
-    except OSError as e:
-        raise UserError(f"cannot read {mp} ({e.strerror})", "check its permissions") from None
-    return validate_manifest(m, bundle_dir, mp)
+    return validate_manifest(read_json(mp, _FIX), bundle_dir, mp)
 
 
 def manifest_hash(bundle_dir: Path | str) -> str:

@@ -162,7 +162,7 @@ def checkpoint_hash(path: Path | str) -> str:
     for p in sorted(path.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
-        if not (p.suffix in (".json", ".safetensors", ".model", ".jinja", ".txt")):
+        if p.suffix not in (".json", ".safetensors", ".model", ".jinja", ".txt"):
             continue
         h.update(p.name.encode() + b"\0")
         with open(p, "rb") as f:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from converters.compat import litert_torch_llm_export_tasks, litert_torch_stop_token_prefixes
 from converters.recipes import Recipe
 
 # transformers 5.24 refuses the default experts implementation during export.
@@ -89,12 +90,16 @@ def captured_output(log_path: Path) -> Iterator[None]:
     """Send everything written to fd 1 and 2 (Python, TF, absl, C++) to a log file.
 
     Keeps stdout clean for --json and the terminal free of third-party noise; the log is kept in
-    the work dir and its tail is shown when a step fails.
+    the work dir and its tail is shown when a step fails. With $GEMMA4_MOBILE_VERBOSE (--verbose)
+    what the block wrote is copied to stderr after it, failed or not.
     """
+    from gemma4_common.config import env_flag
+
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(log_path, "ab") as log:
+        start = log.tell()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
@@ -106,6 +111,12 @@ def captured_output(log_path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            if env_flag("VERBOSE"):
+                log.flush()
+                with open(log_path, "rb") as written:
+                    written.seek(start)
+                    sys.stderr.buffer.write(written.read())
+                    sys.stderr.flush()
 
 
 def log_tail(log_path: Path, n: int = 3) -> str:
@@ -117,9 +128,9 @@ def log_tail(log_path: Path, n: int = 3) -> str:
 
 
 def _quiet_litert_torch() -> None:
-    from litert_torch import _config
+    import litert_torch
 
-    _config.config.show_progress = False
+    litert_torch.config.show_progress = False
 
 
 @dataclass
@@ -150,17 +161,7 @@ def export_float(checkpoint: Path, work_dir: Path, opts: ExportOptions) -> Float
     source = export_lib.load_model(str(checkpoint), config, task=config.task)
     config = export_lib.update_export_config(config, source)
     artifacts = export_lib.ExportedModelArtifacts()
-    tasks = []
-    if config.externalize_embedder:
-        tasks.append(export_lib.export_embedder_model)
-    tasks.append(export_lib.export_text_prefill_decode_model)
-    tasks.append(export_lib.export_additional_models)
-    if config.export_vision_encoder:
-        tasks.append(export_lib.export_vision_encoder_models)
-    if config.export_audio_encoder:
-        tasks.append(export_lib.export_audio_encoder_models_for_llm)
-    tasks.append(export_lib.export_tokenizer)
-    for t in tasks:
+    for t in litert_torch_llm_export_tasks(config):
         artifacts = t(source, config, artifacts)
     return FloatExport(source=source, config=config, artifacts=artifacts)
 
@@ -231,12 +232,8 @@ def package(fx: FloatExport, artifacts: Any, out_dir: Path) -> Path:
     # for tokenizers that merge them; LiteRT-LM then drops the matched pair, losing the final '.'
     # or '}' of an answer. Gemma 4's stop markers are special tokens that never merge, so only the
     # markers themselves are written.
-    saved = litert_lm_builder._STOP_TOKEN_PREFIXES
-    litert_lm_builder._STOP_TOKEN_PREFIXES = []
-    try:
+    with litert_torch_stop_token_prefixes([]):
         res = litert_lm_builder.package_model(fx.source, cfg, artifacts)
-    finally:
-        litert_lm_builder._STOP_TOKEN_PREFIXES = saved
     return Path(res.litert_lm_model_path)
 
 

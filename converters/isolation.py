@@ -13,6 +13,7 @@ import queue
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -25,6 +26,10 @@ from gemma4_common.progress import Progress
 POLL_S = 0.2
 
 
+class _StepFailed(Exception):
+    """Ends a relayed step as failed in the parent's Progress (the child's error comes separately)."""
+
+
 class _PipeProgress(Progress):
     def __init__(self, conn):
         super().__init__()
@@ -32,6 +37,9 @@ class _PipeProgress(Progress):
 
     def _start(self, name, total):
         self._conn.send(("start", name, total))
+
+    def _fail(self, name, error):
+        self._conn.send(("fail", name))
 
     def _end(self, name):
         self._conn.send(("end", name))
@@ -97,6 +105,7 @@ class Isolated:
                 os.environ["PYTHONWARNINGS"] = saved
         send.close()
         self.work: str | None = None
+        self._failing: set[int] = set()  # ids of relayed steps that the child reported failing
         self._events: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, args=(recv,), daemon=True)
         self._reader.start()
@@ -154,8 +163,8 @@ class Isolated:
                     return self._finish(msg, steps)
                 self._handle(msg, progress, steps)
         finally:
-            while steps:
-                steps.pop().__exit__(None, None, None)
+            while steps:  # an interrupt ends the open steps as stopped, not as done
+                steps.pop().__exit__(*sys.exc_info())
 
     def _handle(self, msg: tuple, progress: Progress, steps: list[Any]) -> None:
         kind = msg[0]
@@ -163,9 +172,15 @@ class Isolated:
             cm = progress.step(msg[1], msg[2])
             cm.__enter__()
             steps.append(cm)
+        elif kind == "fail":  # the child's step is ending with an error: its "end" comes next
+            if steps:
+                self._failing.add(id(steps[-1]))
         elif kind == "end":
             if steps:
-                steps.pop().__exit__(None, None, None)
+                cm = steps.pop()
+                failed = _StepFailed() if id(cm) in self._failing else None
+                self._failing.discard(id(cm))
+                cm.__exit__(type(failed) if failed else None, failed, None)
         elif kind == "advance":
             progress.advance(msg[1])
         elif kind == "note":
@@ -174,8 +189,10 @@ class Isolated:
             self.work = msg[1]
 
     def _finish(self, msg: tuple, steps: list[Any]) -> tuple | None:
+        # Steps still open when the child failed or died end as failed, not as done.
+        failed = None if msg[0] == "result" else _StepFailed()
         while steps:
-            steps.pop().__exit__(None, None, None)
+            steps.pop().__exit__(type(failed) if failed else None, failed, None)
         self.proc.join()
         return None if msg[0] == "eof" else msg
 

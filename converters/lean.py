@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
 
 DEFAULT_CHUNK_ROWS = 8192
 DECODER, EMBEDDER, PER_LAYER_EMBEDDER = "prefill_decode", "embedder", "per_layer_embedder"
@@ -103,7 +104,7 @@ def run_stage(stage: str, args: dict[str, Any], log: Path, stats: StageStats | N
         key = label or stage
         stats.peak_rss_bytes[key] = peak
         stats.seconds[key] = round(time.perf_counter() - t0, 1)
-    out = json.loads(result.read_text()) if result.is_file() else {}
+    out = read_json(result, missing={}, broken={})  # none when the stage died first: rc and the log say how
     result.unlink(missing_ok=True)
     if rc == 0 and "value" in out:
         return out["value"]
@@ -121,8 +122,6 @@ def run_stage(stage: str, args: dict[str, Any], log: Path, stats: StageStats | N
 # ------------------------------------------------------------------------------------ model (private details)
 
 def text_config_dict(checkpoint: Path) -> tuple[dict[str, Any], str]:
-    from gemma4_common.fsutil import read_json
-
     cfg = read_json(checkpoint / "config.json", "fix or re-download config.json")
     return dict(cfg.get("text_config") or cfg), cfg.get("model_type", "gemma4_text")
 
@@ -133,28 +132,20 @@ def gemma4_text_only_config(checkpoint: Path) -> Any:
     litert-torch 0.10.0 exports the external-embedder decoder and the per-layer embedder only for
     model_type gemma4 (`model_ext.exportables.get_prefill_decode_exportables`); tests/test_realsize.py
     fails if an upgrade changes that."""
-    import torch
     import transformers
 
+    from converters.compat import litert_torch_load_model_settings
     from converters.export import MOE_EXPORTS_IMPLEMENTATION
 
     tc, _ = text_config_dict(checkpoint)
     tc = {k: v for k, v in tc.items() if k not in ("model_type", "architectures", "transformers_version")}
     config = transformers.Gemma4Config(text_config=tc, vision_config=None, audio_config=None)
     config.architectures = ["Gemma4ForConditionalGeneration"]
-    # What litert-torch's export_lib.load_model sets on the configs it loads.
-    config._attn_implementation = "lrt_transposed_attention"
-    for c in (config, config.text_config):
-        if hasattr(c, "allow_global_per_layer_attribute_access"):
-            c.allow_global_per_layer_attribute_access = True
-        c._experts_implementation = MOE_EXPORTS_IMPLEMENTATION
-    config.text_config.dtype = torch.float32
+    litert_torch_load_model_settings(config, MOE_EXPORTS_IMPLEMENTATION)
     return config
 
 
 def _checkpoint_tensors(checkpoint: Path) -> dict[str, Path]:
-    from gemma4_common.fsutil import read_json
-
     index = checkpoint / "model.safetensors.index.json"
     if index.is_file():
         wm = read_json(index, "fix or re-download the checkpoint")["weight_map"]
@@ -257,7 +248,8 @@ def load_sections_model(checkpoint: Path, parts: set[str], scratch: Path | None 
     for name, _ in model.named_parameters(remove_duplicate=False):
         is_ple = ".embed_tokens_per_layer." in name
         is_emb = ".embed_tokens." in name
-        if (DECODER in parts and not is_ple) or (EMBEDDER in parts and is_emb) or (PER_LAYER_EMBEDDER in parts and is_ple):
+        if (DECODER in parts and not is_ple) or (EMBEDDER in parts and is_emb) \
+                or (PER_LAYER_EMBEDDER in parts and is_ple):
             if name.startswith("model.language_model.") or name.startswith("lm_head."):
                 want.add(name)
     available = _checkpoint_tensors(checkpoint)
@@ -392,9 +384,9 @@ def _table_module(section: str, table: Any, template: Any, config: Any) -> Any:
 
 
 def _convert_module(module: Any, text_config: Any, ecfg: Any, path: Path) -> None:
-    from litert_torch._convert import interface as converter_utils
+    import litert_torch
 
-    converter = converter_utils.Converter()
+    converter = litert_torch.Converter()
     for sig, (inputs, _) in module.get_sample_inputs(text_config, ecfg).items():
         converter.add_signature(sig, module.eval(), sample_kwargs=inputs)
     converter.convert(strict_export=False).export(str(path))

@@ -194,9 +194,9 @@ def check_converter_v2() -> None:
 
     # Importing litert-torch and TensorFlow prints library noise; keep the terminal to our one line.
     with captured_output(Path(os.devnull)):
-        from litert_torch._convert import converter_v2
+        from converters.compat import litert_torch_converter_v2_supported
 
-        supported = converter_v2.is_supported()
+        supported = litert_torch_converter_v2_supported()
     if supported:
         return
     tf = "?"

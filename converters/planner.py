@@ -80,7 +80,6 @@ LEAN_PARENTS_BYTES = int(0.58 * (1 << 30))
 # `convert` takes the lean path by itself when the default path's estimate passes this share of the
 # host's RAM (and the request is one the lean path makes: text only, per-layer embeddings).
 LEAN_WHEN_DEFAULT_NEEDS = 0.5
-CONVERTERS = ("default", "lean")
 
 
 def lean_stage_bytes(s: "ModelShape") -> dict[str, int]:
@@ -360,7 +359,8 @@ def _section_bits(recipe: Recipe) -> dict[str, tuple[float, float | None]] | Non
 
 
 def estimate_bundle(s: ModelShape, recipe: Recipe, *, prefill_lengths: list[int] | None = None,
-                    cache_lengths: list[int] | None = None, vision: bool = False, audio: bool = False) -> BundleEstimate:
+                    cache_lengths: list[int] | None = None, vision: bool = False,
+                    audio: bool = False) -> BundleEstimate:
     pc = count_params(s, vision=vision, audio=audio)
     prefill_lengths = prefill_lengths or [128]
     cache_lengths = cache_lengths or [4096]
@@ -373,7 +373,8 @@ def estimate_bundle(s: ModelShape, recipe: Recipe, *, prefill_lengths: list[int]
         # Section-keyed recipes (gemma4_mixed48): each section's own bits; a section the recipe does not
         # name stays float32; the decoder's `per_layer` projections take that entry's bits.
         (db, dpl), (ebits, _), (pbits, _) = (by_section.get(k, (32.0, None)) for k in
-                                             ("tf_lite_prefill_decode", "tf_lite_embedder", "tf_lite_per_layer_embedder"))
+                                             ("tf_lite_prefill_decode", "tf_lite_embedder",
+                                              "tf_lite_per_layer_embedder"))
         ple_linear = s.hidden * s.layers * s.ple * 3 if s.ple else 0  # model projection, input gate, projection
         sec = {
             "prefill_decode": _bytes(pc.linear - ple_linear + pc.lm_head, db) + _bytes(ple_linear, dpl or db)

@@ -33,11 +33,6 @@ MULTIMODAL_TOKENS: dict[str, int] = {
 VISION_ENCODER_PARAMS = 167_364_608
 AUDIO_ENCODER_PARAMS = 304_824_608
 
-# Image budgets the vision encoder supports (soft tokens per image after 3x3 pooling): 70..1120.
-VISION_SOFT_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)
-# The audio encoder emits one soft token per 40 ms of 16 kHz audio.
-AUDIO_MS_PER_TOKEN = 40
-
 
 def _text(hidden: int, layers: int, period: int, kv_heads: int, shared: int, inter: int, double_wide: bool):
     return {

@@ -365,7 +365,8 @@ def load_recipe_file(spec: str | Path) -> Recipe:
     wbits, abits = _entry_bits(main)
     ebits, _ = _entry_bits(emb)
     # A partial, not a lambda: the plan travels to the conversion's child process.
-    return Recipe(path.stem, f"recipe file {path}", wbits, ebits, None, build=functools.partial(json.loads, json.dumps(cfg)),
+    return Recipe(path.stem, f"recipe file {path}", wbits, ebits, None,
+                  build=functools.partial(json.loads, json.dumps(cfg)),
                   group="file", activation_bits=abits, source=str(path.resolve()),
                   sha256=hashlib.sha256(data).hexdigest())
 

@@ -18,14 +18,34 @@ from gemma4_common.errors import UserError
 CHUNK = 1 << 20
 
 
-def read_json(path: Path | str, fix: str) -> Any:
-    """A JSON file's content; invalid JSON is a UserError naming the file, the place and `fix`."""
+_RAISE = object()
+
+
+def read_json(path: Path | str, fix: str = "fix the file or remove it", *, what: str | None = None,
+              missing: Any = _RAISE, broken: Any = _RAISE, missing_fix: str = "check the path") -> Any:
+    """A JSON file's content.
+
+    A file that does not exist gives `missing` when that is given, else a UserError with
+    `missing_fix`. One that cannot be read or is not JSON gives `broken` when that is given, else a
+    UserError naming the file (`what`, e.g. "recipe file", then its path), the place and `fix`."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})", fix) from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not JSON text (a binary file? byte {e.start} is not UTF-8)", fix) from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        if missing is not _RAISE:
+            return missing
+        raise UserError(f"{label} does not exist", missing_fix) from None
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        if broken is not _RAISE:
+            return broken
+        if isinstance(e, json.JSONDecodeError):
+            raise UserError(f"{label} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", fix) from None
+        if isinstance(e, UnicodeDecodeError):
+            raise UserError(f"{label} is not JSON text (a binary file? byte {e.start} is not UTF-8)", fix) from None
+        if isinstance(e, OSError):
+            raise UserError(f"cannot read {label} ({e.strerror or e})", "check the path and its permissions") from None
+        raise
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -109,10 +129,6 @@ def sha256_file(path: Path | str, chunk: int = CHUNK) -> str:
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "QUOTE",
     "SPECIAL_TOKENS",
     "STOP_SEQUENCES",
+    "cut_at_stop",
     "ToolSpec",
     "ToolCall",
     "ToolResponse",
@@ -112,6 +113,20 @@ SPECIAL_TOKENS: list[str] = [
 
 # Where generation stops: end of turn, or the model handing over to the tool runner.
 STOP_SEQUENCES: list[str] = [TURN_CLOSE, RESPONSE_OPEN, EOS]
+
+
+def cut_at_stop(text: str, stop: Sequence[str] = STOP_SEQUENCES, *, keep: bool = False) -> tuple[str, str | None]:
+    """``text`` up to its earliest stop sequence (the sequence itself kept when ``keep``), and that
+    sequence (None when there is none). Every engine and comparison cuts generations here."""
+    best: tuple[int, str] | None = None
+    for s in stop:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    if best is None:
+        return text, None
+    i, s = best
+    return (text[: i + len(s)] if keep else text[:i]), s
 
 MAX_DEPTH = 64
 _WS = " \t\r\n"

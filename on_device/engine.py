@@ -11,21 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from gemma4_common.config import env_flag
 from gemma4_common.errors import UserError
+from gemma4_common.gemma4_format import cut_at_stop
 
 
 # LiteRT-LM's cache_dir value that turns its weight cache off. With the default (None) the engine
 # writes `<model>_<mtime>_<size>.xnnpack_cache` next to the model, following symlinks: into the
 # user's bundle directory for `run`, next to a device file for the emulator's runner.
 NO_CACHE = ":nocache"
-VERBOSE_ENV = "G4M_VERBOSE"
 
 
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[list[str]]:
     """Capture what LiteRT-LM's native code writes to fd 2 (absl INFO/WARNING/ERROR lines) while
     the block runs; the lines are yielded for the caller's error, and echoed only when
-    $G4M_VERBOSE is set (or with --verbose where a command has it)."""
+    $GEMMA4_MOBILE_VERBOSE is set (as --verbose sets it)."""
     import sys
     import tempfile
 
@@ -47,7 +48,7 @@ def quiet_native_stderr() -> Iterator[list[str]]:
             cap.seek(0)
             text = cap.read().decode("utf-8", "replace")
             lines[:] = [ln for ln in text.splitlines() if ln.strip()]
-            if text and os.environ.get(VERBOSE_ENV):
+            if text and env_flag("VERBOSE"):
                 os.write(2, text.encode())
 
 
@@ -163,10 +164,9 @@ class HostEngine:
             stopped = None
             for chunk in _decode_stream(sess):
                 text += chunk
-                hit = first_stop(text, stop)
+                cut, hit = cut_at_stop(text, stop, keep=True)
                 if hit is not None:
-                    idx, stopped = hit
-                    text = text[: idx + len(stopped)]
+                    text, stopped = cut, hit
                     with contextlib.suppress(Exception):
                         sess.cancel_process()
                     break
@@ -242,16 +242,6 @@ def _decode_stream(sess) -> Iterator[str]:
     for resp in sess.run_decode_async():
         for t in resp.texts:
             yield t
-
-
-def first_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
-    """(index, sequence) of the earliest stop sequence in `text`, or None."""
-    best = None
-    for s in stop:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
-    return best
 
 
 def benchmark(model_path: Path | str, prefill_tokens: int, decode_tokens: int, threads: int | None = None,

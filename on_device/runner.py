@@ -143,7 +143,7 @@ def _run_pinned(prog: str, inv, ctx, fd: int, model: str, size: int) -> int:
            "max_num_tokens": inv.max_num_tokens, "seed": inv.seed,
            "apply_prompt_template": inv.apply_prompt_template, "max_output_tokens": inv.max_output_tokens}
     env = dict(os.environ)
-    env["G4M_RUNNER_JOB"] = json.dumps(job)
+    env["GEMMA4_MOBILE_RUNNER_JOB"] = json.dumps(job)
     proc = subprocess.Popen([sys.executable, "-m", "on_device.runner_worker"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
                             pass_fds=(fd,))

@@ -1,18 +1,17 @@
 """Child process of the emulator's runner: loads the model with LiteRT-LM on the host CPU and
-prints the runner contract's lines. The job comes in the G4M_RUNNER_JOB environment variable."""
+prints the runner contract's lines. The job comes in the GEMMA4_MOBILE_RUNNER_JOB environment variable."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 
 from on_device.runner_contract import EXIT_RUNTIME_ERROR, RunnerResult, format_result
 
 
 def main() -> int:
-    job = json.loads(os.environ["G4M_RUNNER_JOB"])
+    job = json.loads(os.environ["GEMMA4_MOBILE_RUNNER_JOB"])
     from gemma4_common.gemma4_format import STOP_SEQUENCES
     from on_device.engine import NO_CACHE, HostEngine, benchmark, peak_rss_mb
     from gemma4_common.errors import UserError
@@ -23,7 +22,8 @@ def main() -> int:
             st = benchmark(job["model"], job["prefill_tokens"] or 256, job["decode_tokens"] or 128,
                            threads=job["threads"], max_num_tokens=job["max_num_tokens"],
                            cache_dir=job.get("cache_dir", NO_CACHE))
-            res.init_s, res.ttft_s, res.prefill_tps, res.decode_tps = st.init_s, st.ttft_s, st.prefill_tps, st.decode_tps
+            res.init_s, res.ttft_s, res.prefill_tps, res.decode_tps = (st.init_s, st.ttft_s, st.prefill_tps,
+                                                                       st.decode_tps)
         if job["input_prompt"] is not None:
             with HostEngine(job["model"], threads=job["threads"], max_num_tokens=job["max_num_tokens"],
                             cache_dir=job.get("cache_dir", NO_CACHE)) as eng:
@@ -37,7 +37,8 @@ def main() -> int:
                 res.response = g.text
                 if not job["benchmark"]:
                     s = g.stats
-                    res.init_s, res.ttft_s, res.prefill_tps, res.decode_tps = s.init_s, s.ttft_s, s.prefill_tps, s.decode_tps
+                    res.init_s, res.ttft_s, res.prefill_tps, res.decode_tps = (s.init_s, s.ttft_s, s.prefill_tps,
+                                                                               s.decode_tps)
     except UserError as e:
         print(f"litert_lm_main: ERROR: {e.one_line()}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

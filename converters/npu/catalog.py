@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, Mapping
+from typing import Mapping
 
 from gemma4_common.errors import UserError
 
-Vendor = Literal["qualcomm", "mediatek"]
 VENDORS: tuple[str, ...] = ("qualcomm", "mediatek")
 
 # Human spellings of the vendor, as the CLI and `ro.soc.manufacturer` give them.

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from converters.npu.catalog import NEUROPILOT_SDK_VERSION_TYPE, SocInfo
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
+from gemma4_common.json_schema import value_errors
 
 SCHEMA_VERSION = 1
 _SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -149,10 +151,12 @@ def _user_error(soc: SocInfo, err: Any, schema: dict) -> UserError:  # err: json
             f"use an integer from {node.get('minimum', '-inf')} to {node.get('maximum', 'inf')}",
         )
     if err.validator == "type":
-        return UserError(f"{label}: {where} = {err.instance!r} has the wrong type", f"it must be a {err.validator_value}")
+        return UserError(f"{label}: {where} = {err.instance!r} has the wrong type",
+                         f"it must be a {err.validator_value}")
     if err.validator == "required":
         return UserError(f"{label}: {err.message}", "add the key, or start from `gemma4-mobile npu config --soc ...`")
-    return UserError(f"{label}: {where or 'config'}: {err.message}", "see `gemma4-mobile npu config --soc ...` for a valid one")
+    return UserError(f"{label}: {where or 'config'}: {err.message}",
+                     "see `gemma4-mobile npu config --soc ...` for a valid one")
 
 
 def validate_config(soc: SocInfo, cfg: Mapping[str, Any] | None) -> dict:
@@ -168,9 +172,7 @@ def validate_config(soc: SocInfo, cfg: Mapping[str, Any] | None) -> dict:
             )
     merged = _merge(default_config(soc), cfg)
     schema = load_schema(soc.vendor)
-    import jsonschema  # 1-1.5 s to import: only when a config is validated, not at every CLI start
-
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
+    errors = value_errors(schema, merged)
     if errors:
         raise _user_error(soc, errors[0], schema)
     _check_soc_limits(soc, merged)
@@ -209,20 +211,7 @@ def _check_soc_limits(soc: SocInfo, cfg: dict) -> None:
 
 def load_config_file(path: Path | str, soc: SocInfo) -> dict:
     """Read a user's JSON config and return it merged and validated for `soc`."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"NPU config file {path} does not exist", "check the path") from None
-    except OSError as e:
-        raise UserError(f"cannot read NPU config file {path}: {e.strerror}", "check the path and permissions") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(
-            f"NPU config file {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})",
-            "fix the JSON syntax",
-        ) from None
+    data = read_json(path, "fix the JSON syntax", what="NPU config file")
     if not isinstance(data, dict):
         raise UserError(f"NPU config file {path} must hold a JSON object", "see `gemma4-mobile npu config --soc ...`")
     return validate_config(soc, data)

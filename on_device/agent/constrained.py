@@ -20,11 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-import jsonschema
-
 from gemma4_common.errors import UserError
 
 from gemma4_common.gemma4_format import STOP_SEQUENCES
+from gemma4_common.json_schema import schema_problem, value_errors
 from .schema import normalize_schema
 
 __all__ = ["Scorer", "ConstrainedDecodingError", "JsonGeneration", "generate_json", "check_json_schema",
@@ -87,10 +86,9 @@ def check_json_schema(schema: Any) -> dict:
         raise UserError("the JSON schema must be an object", "pass a JSON Schema document such as "
                         '{"type": "object", "properties": {...}}')
     norm = normalize_schema(schema)
-    try:
-        jsonschema.Draft202012Validator.check_schema(norm)
-    except jsonschema.SchemaError as e:
-        raise UserError(f"invalid JSON schema: {e.message}", "fix the schema file") from None
+    problem = schema_problem(norm)
+    if problem is not None:
+        raise UserError(f"invalid JSON schema: {problem}", "fix the schema file")
     return norm
 
 
@@ -578,7 +576,7 @@ def generate_json(engine: Scorer, prompt: str, schema: Any, max_new_tokens: int 
         value = json.loads(text)
     except json.JSONDecodeError as e:  # the walk only writes JSON: this is a bug
         raise AssertionError(f"constrained decoding wrote invalid JSON {text!r}: {e}") from None
-    errors = sorted(jsonschema.Draft202012Validator(norm).iter_errors(value), key=lambda e: list(e.path))
+    errors = value_errors(norm, value)
     if errors:
         raise ConstrainedDecodingError(f"generated JSON breaks the schema: {errors[0].message}", text)
     w.res.value, w.res.text = value, text

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from gemma4_common.errors import UserError
 
-from gemma4_common.gemma4_format import BOS, STOP_SEQUENCES
+from gemma4_common.gemma4_format import BOS, STOP_SEQUENCES, cut_at_stop
 
-__all__ = ["HostTextEngine", "RunnerTextEngine", "cut_at_stop"]
-
-
-def cut_at_stop(text: str, stop: Sequence[str], keep: bool = True) -> tuple[str, str | None]:
-    """``text`` up to the first stop sequence (kept when ``keep``), and that sequence."""
-    from on_device.engine import first_stop
-
-    best = first_stop(text, stop)
-    if best is None:
-        return text, None
-    i, s = best
-    return text[: i + len(s)] if keep else text[:i], s
+__all__ = ["HostTextEngine", "RunnerTextEngine"]
 
 
 class HostTextEngine:
@@ -37,18 +26,20 @@ class HostTextEngine:
     LiteRT-LM adds the BOS token itself, so a leading ``<bos>`` in a rendered prompt is dropped.
     """
 
-    def __init__(self, engine: Any, *, owns: bool = False) -> None:
+    def __init__(self, engine: Any, *, owns: bool = False, seed: int | None = None) -> None:
         self.engine = engine
         self._owns = owns
+        self.seed = seed
         self.generations = 0
         self.scorings = 0
+        self.last: Any = None  # the last generation (text and stats)
 
     @classmethod
-    def open(cls, model_path: Path | str, *, threads: int | None = None,
-             max_num_tokens: int | None = None) -> "HostTextEngine":
+    def open(cls, model_path: Path | str, *, threads: int | None = None, max_num_tokens: int | None = None,
+             seed: int | None = None) -> "HostTextEngine":
         from on_device.engine import HostEngine
 
-        return cls(HostEngine(model_path, threads=threads, max_num_tokens=max_num_tokens), owns=True)
+        return cls(HostEngine(model_path, threads=threads, max_num_tokens=max_num_tokens), owns=True, seed=seed)
 
     def close(self) -> None:
         if self._owns:
@@ -67,7 +58,8 @@ class HostTextEngine:
     # TextEngine
     def generate(self, prompt: str, max_new_tokens: int, stop: list[str]) -> str:
         self.generations += 1
-        return self.engine.generate(self._raw(prompt), max_new_tokens=max_new_tokens, stop=stop).text
+        self.last = self.engine.generate(self._raw(prompt), max_new_tokens=max_new_tokens, stop=stop, seed=self.seed)
+        return self.last.text
 
     # Scorer
     def continue_text(self, text: str, max_new_tokens: int, stop: list[str]) -> str:
@@ -96,8 +88,10 @@ class RunnerTextEngine:
 
     def __init__(self, run: Callable[[Any], Any], model_path: str, *, backend: str = "cpu",
                  max_num_tokens: int | None = None, num_threads: int | None = None,
-                 dispatch_lib_dir: str | None = None) -> None:
+                 dispatch_lib_dir: str | None = None, seed: int | None = None) -> None:
         self._run = run
+        self.seed = seed
+        self.deployment: Any = None  # where the bundle is on the device, when opened by sdk_tools.engines
         self.model_path = model_path
         self.backend = backend
         self.dispatch_lib_dir = dispatch_lib_dir
@@ -115,7 +109,7 @@ class RunnerTextEngine:
                                 report_peak_memory=False, max_num_tokens=self.max_num_tokens,
                                 num_threads=self.num_threads, apply_prompt_template=False,
                                 dispatch_lib_dir=self.dispatch_lib_dir if self.backend == "npu" else None,
-                                max_output_tokens=max_new_tokens)
+                                max_output_tokens=max_new_tokens, seed=self.seed)
 
     def generate(self, prompt: str, max_new_tokens: int, stop: list[str]) -> str:
         self.generations += 1

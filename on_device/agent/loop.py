@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from gemma4_common.errors import UserError
+from gemma4_common.fsutil import read_json
 
 from gemma4_common.gemma4_format import (
     QUOTE,
@@ -154,9 +155,6 @@ class ToolRegistry:
     def spec(self, name: str) -> ToolSpec:
         return self._tools[name].spec
 
-    def function(self, name: str) -> Callable[..., Any] | None:
-        return self._tools[name].fn
-
     # ---- loading
 
     @classmethod
@@ -171,12 +169,8 @@ class ToolRegistry:
         """Specs from a tools.json (a list of {name, description, parameters}, or {"tools": [...]});
         functions from ``module`` or, if present, the ``.py`` file of the same stem next to it."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"tools file not found: {path}", "pass an existing tools.json or tools.py") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: invalid JSON: {e}", "fix the tools file") from None
+        data = read_json(path, "fix the tools file", what="tools file",
+                         missing_fix="pass an existing tools.json or tools.py")
         if isinstance(data, dict):
             data = data.get("tools")
         if isinstance(data, list):

@@ -10,9 +10,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from gemma4_common.gemma4_format import ToolSpec
+from gemma4_common.json_schema import schema_problem, value_errors
 
 __all__ = ["FieldError", "ToolArgumentError", "SchemaDefinitionError", "normalize_schema",
            "check_schema", "validate_arguments"]
@@ -88,10 +87,9 @@ def normalize_schema(schema: Any) -> Any:
 def check_schema(schema: dict, tool: str = "?") -> dict:
     """Return the normalised schema; raise SchemaDefinitionError when it is not a valid schema."""
     norm = normalize_schema(schema or {"type": "object"})
-    try:
-        jsonschema.Draft202012Validator.check_schema(norm)
-    except jsonschema.SchemaError as e:
-        raise SchemaDefinitionError(f"tool {tool!r}: invalid parameters schema: {e.message}") from None
+    problem = schema_problem(norm)
+    if problem is not None:
+        raise SchemaDefinitionError(f"tool {tool!r}: invalid parameters schema: {problem}")
     return norm
 
 
@@ -105,7 +103,7 @@ def _path(parts) -> str:
     return out
 
 
-def _field_errors(error: jsonschema.ValidationError) -> list[FieldError]:
+def _field_errors(error) -> list[FieldError]:  # error: jsonschema.ValidationError
     base = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = [r for r in error.validator_value if r not in error.instance]
@@ -126,9 +124,8 @@ def validate_arguments(spec: ToolSpec | dict, arguments: Any, tool: str | None =
         schema = spec
     tool = tool or "?"
     norm = check_schema(schema, tool)
-    validator = jsonschema.Draft202012Validator(norm)
     errors: list[FieldError] = []
-    for err in sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
+    for err in value_errors(norm, arguments):
         errors.extend(_field_errors(err))
     if errors:
         raise ToolArgumentError(tool, errors)

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gemma4_common.errors import UserError
-from gemma4_common.fsutil import atomic_write_text
+from gemma4_common.config import state_dir
+from gemma4_common.fsutil import atomic_write_text, read_json
 
 from .fs import check_root
 from .profiles import list_profiles, load_profile
@@ -31,8 +32,7 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 def home() -> Path:
-    base = os.environ.get("GEMMA4_MOBILE_HOME")
-    return Path(base) if base else Path.home() / ".cache" / "gemma4-mobile"
+    return state_dir()
 
 
 def emulators_dir() -> Path:
@@ -82,10 +82,10 @@ def _port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def _load(state_dir: Path) -> EmulatorRecord | None:
+    data = read_json(state_dir / "state.json", missing=None, broken=None)  # gone or unreadable: no emulator
     try:
-        data = json.loads((state_dir / "state.json").read_text())
         rec = EmulatorRecord(**{**data, "alive": True})
-    except (OSError, ValueError, TypeError):
+    except TypeError:  # not an object, or not the fields of a record
         return None
     rec.alive = _pid_is_emulator(rec.pid)
     return rec

@@ -79,8 +79,8 @@ DEVICE_PIDS_MAX = 4096
 DEVICE_PATH = ("/product/bin:/apex/com.android.runtime/bin:/apex/com.android.art/bin:/system_ext/bin:"
                "/system/bin:/system/xbin:/odm/bin:/vendor/bin:/vendor/xbin")
 
-_FIX = ("install bubblewrap, mksh, toybox, busybox-static, gcc and libssl-dev (bash scripts/setup.sh) on Linux with user "
-        "namespaces enabled (sysctl user.max_user_namespaces > 0)")
+_FIX = ("install bubblewrap, mksh, toybox, busybox-static, gcc and libssl-dev (bash scripts/setup.sh) on Linux "
+        "with user namespaces enabled (sysctl user.max_user_namespaces > 0)")
 
 
 # ---- availability ----------------------------------------------------------------------------------
@@ -632,8 +632,8 @@ def _fenced_dir_fd(fs, device_path: str) -> int:
 
 def _device_env(props: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
     # bionic is UTF-8 only; glibc's C.UTF-8 (built in) is the nearest: names print as UTF-8.
-    env = {"PATH": DEVICE_PATH, "HOME": "/", "LANG": "C.UTF-8", "SHELL": "/system/bin/sh", "USER": "shell", "LOGNAME": "shell",
-           "HOSTNAME": props.get("ro.product.device", "localhost"), "TMPDIR": "/data/local/tmp",
+    env = {"PATH": DEVICE_PATH, "HOME": "/", "LANG": "C.UTF-8", "SHELL": "/system/bin/sh", "USER": "shell",
+           "LOGNAME": "shell", "HOSTNAME": props.get("ro.product.device", "localhost"), "TMPDIR": "/data/local/tmp",
            "ANDROID_DATA": "/data", "ANDROID_ROOT": "/system", "ANDROID_STORAGE": "/storage",
            "EXTERNAL_STORAGE": "/sdcard", "ASEC_MOUNTPOINT": "/mnt/asec", "BOOTCLASSPATH": ""}
     env.pop("BOOTCLASSPATH")

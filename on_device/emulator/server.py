@@ -9,13 +9,14 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
 import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+
+from gemma4_common.config import state_dir
 
 from . import protocol as P
 from .auth import AuthorizedKeys, new_token, parse_android_pubkey
@@ -61,7 +62,6 @@ class EmulatorConfig:
     # How long the rest of a packet may take once its header arrived.
     packet_timeout_s: float = 60.0
     features: tuple[str, ...] = FEATURES
-    serialno: str | None = None
 
 
 def default_runner(argv: list[str], ctx: RunnerContext) -> int:
@@ -552,7 +552,7 @@ class EmulatorServer:
             self.storage.close()
 
     def _start_userland(self) -> None:
-        cache = Path(os.environ.get("GEMMA4_MOBILE_HOME") or Path.home() / ".cache" / "gemma4-mobile") / "userland"
+        cache = state_dir() / "userland"
         self.userland = DeviceUserland(self.fs, self.config.profile, self.props, self.device.run_runner, cache,
                                        self._identity())
         self.device.userland = self.userland

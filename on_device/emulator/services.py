@@ -258,7 +258,8 @@ def _send(fs, spec: str, r: SyncReader, w: SyncWriter) -> bool:
         try:
             upload = fs.new_file(path)
         except FsError as e:
-            verb = "secure_mkdirs failed" if e.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR) else "couldn't create file"
+            verb = ("secure_mkdirs failed" if e.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR)
+                    else "couldn't create file")
             failure = f"{verb}: {e.strerror}"
     try:
         while True:
