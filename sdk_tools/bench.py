@@ -1,15 +1,13 @@
 """On-device benchmarks: run the runner contract through the device shell, parse its figures,
 repeat (warmup + runs), summarise (median, min, max, p90) and store a results JSON; fleets run
-several devices in parallel threads, and one that drops out does not stop the others."""
+several devices in parallel (sdk_tools.fleet), and one that drops out does not stop the others."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,11 +15,13 @@ from converters.bundle import read_manifest
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_write_text
 from gemma4_common.progress import Progress
+from gemma4_common.stats import percentile
 from gemma4_common.shell import join
 from on_device.runner_contract import (EXIT_BAD_FLAGS, EXIT_LMK_KILLED, RunnerInvocation, RunnerOutputError,
                                        RunnerResult, build_argv, parse_output)
 from sdk_tools.deploy import Deployment, deploy
 from sdk_tools.devices.base import Device
+from sdk_tools.fleet import FleetOutcome, on_each
 
 RESULTS_FORMAT = "gemma4-mobile-bench/1"
 METRICS = ("decode_tps", "prefill_tps", "ttft_s", "init_s", "peak_mem_mb")
@@ -94,29 +94,20 @@ def run_runner(device: Device, deployment: Deployment, invocation: RunnerInvocat
                         "use a smaller recipe (e.g. int4) or a device with more RAM")
     if r.rc == EXIT_BAD_FLAGS:
         raise UserError(f"the runner on {device.serial} rejected its flags: {_last_lines(err or out)}",
-                        "use a litert_lm_main build that matches the runner contract (see on_device/runner_contract.py)")
+                        "use a litert_lm_main build that matches the runner contract "
+                        "(see on_device/runner_contract.py)")
     if r.rc != 0:
         raise UserError(f"the runner failed on {device.serial} (exit {r.rc}, backend {invocation.backend}): "
                         f"{_last_lines(err or out)}",
                         "check the backend and the deployed files (`gemma4-mobile push`)" +
-                        ("; for --backend npu the dispatch libraries must match the device" if invocation.backend == "npu" else ""))
+                        ("; for --backend npu the dispatch libraries must match the device"
+                         if invocation.backend == "npu" else ""))
     try:
         return parse_output(out, expect_benchmark=invocation.benchmark,
                             expect_response=invocation.input_prompt is not None)
     except RunnerOutputError as e:
         raise UserError(f"cannot read the runner's output on {device.serial}: {e}",
                         "use a litert_lm_main build that prints the BenchmarkInfo block (--benchmark)") from None
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summarize(values: list[float]) -> dict[str, float] | None:
@@ -152,6 +143,10 @@ def bench(device: Device, bundle_dir: Path | str, settings: BenchSettings, *, ru
     info = device.info()
     info.storage_free_bytes = None
     if deployment is None:
+        if runner is None:
+            from sdk_tools.deploy import RUNNER_HELP
+
+            raise UserError("bench needs a device runner (litert_lm_main) and none was given", RUNNER_HELP)
         kw = {"device_dir": device_dir} if device_dir else {}
         deployment = deploy(device, bundle_dir, runner=runner, dispatch_lib_dir=dispatch_lib_dir,
                             backend=settings.backend, progress=progress, **kw)
@@ -212,58 +207,36 @@ def write_results(results: dict[str, Any], path: Path | str) -> Path:
 
 # ---- fleets -------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class FleetOutcome:
-    results: dict[str, Path]  # serial -> results file
-    failures: dict[str, str]  # serial -> one-line reason
+class BenchRun:
+    """One device's benchmark: the results dict (see `bench`) and the file it was written to."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"results": {s: str(p) for s, p in self.results.items()}, "failures": dict(self.failures)}
+    path: Path
+    results: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """What a command prints of it: file, device, backend, bundle, summary."""
+        r = self.results
+        return {"file": str(self.path), "device": r["device"], "backend": r["backend"], "bundle": r["bundle"],
+                "summary": r["summary"]}
 
 
 def bench_fleet(serials: list[str], bundle_dir: Path | str, settings: BenchSettings, out_dir: Path | str, *,
-                runner: Path | str | None = None, dispatch_lib_dir: Path | str | None = None,
+                runner: Path | str | None, dispatch_lib_dir: Path | str | None = None,
                 open_device: Callable[[str], Device] | None = None,
-                progress_for: Callable[[str], Progress] | None = None) -> FleetOutcome:
-    """Benchmark every device in parallel threads; each writes its own results file in out_dir.
-
-    A device that fails or drops out is reported in `failures`; the others finish.
-    """
-    from sdk_tools.devices.discovery import open_device as default_open
-
+                progress_for: Callable[[str], Progress] | None = None) -> FleetOutcome[BenchRun]:
+    """Benchmark every device in parallel (sdk_tools.fleet); each writes its own results file in out_dir."""
     from gemma4_common.fsutil import check_output_dir
 
     settings.validate()
     out_dir = check_output_dir(out_dir, "-o")  # before any device runs
-    opener = open_device or default_open
-    lock = threading.Lock()
-    outcome = FleetOutcome({}, {})
 
-    def one(serial: str) -> None:
-        try:
-            with opener(serial) as dev:
-                res = bench(dev, bundle_dir, settings, runner=runner, dispatch_lib_dir=dispatch_lib_dir,
-                            progress=progress_for(serial) if progress_for else None)
-            path = write_results(res, out_dir / results_filename(res))
-            with lock:
-                outcome.results[serial] = path
-        except UserError as e:
-            with lock:
-                outcome.failures[serial] = e.one_line()
-        except Exception as e:  # a bug on one device must not hide the others' results
-            with lock:
-                outcome.failures[serial] = f"{type(e).__name__}: {e}"
+    def work(dev: Device) -> BenchRun:
+        res = bench(dev, bundle_dir, settings, runner=runner, dispatch_lib_dir=dispatch_lib_dir,
+                    progress=progress_for(dev.serial) if progress_for else None)
+        return BenchRun(write_results(res, out_dir / results_filename(res)), res)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(serials))) as pool:
-        list(pool.map(one, serials))
-    return outcome
+    return on_each(serials, work, open_device=open_device)
 
 
-__all__ = ["BenchSettings", "FleetOutcome", "bench", "bench_fleet", "invocation_for", "run_runner",
+__all__ = ["BenchRun", "BenchSettings", "bench", "bench_fleet", "invocation_for", "run_runner",
            "runner_command", "summarize", "percentile", "write_results", "results_filename"]
-
-
-def load_json_summary(path: Path | str) -> dict[str, Any]:
-    """The parts of a results file that a command prints: file, device, backend, summary."""
-    data = json.loads(Path(path).read_text())
-    return {"file": str(path), "device": data["device"], "backend": data["backend"],
-            "bundle": data["bundle"], "summary": data["summary"]}

@@ -32,25 +32,19 @@ class DemoResult:
                 "host": self.host, "device": self.device, "agent": self.agent, "timings_s": self.timings_s}
 
 
-def _strip_stop(text: str) -> str:
-    from gemma4_common.gemma4_format import STOP_SEQUENCES
-    from on_device.agent.host import cut_at_stop
-
-    return cut_at_stop(text, STOP_SEQUENCES, keep=False)[0]
-
-
-def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4c_afp32"),
+def run_demo(out_dir: Path, *, model: str = "e2b-tiny",
+             recipes: tuple[str, ...] = ("dynamic_wi8_afp32", "dynamic_wi4c_afp32"),
              profile: str = "galaxy-s24", runs: int = 3, progress: Progress | None = None) -> DemoResult:
     from converters.pipeline import ConvertRequest, convert
-    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, render_prompt
-    from on_device.engine import HostEngine
+    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, cut_at_stop, render_prompt
+    from sdk_tools.engines import open_text_engine
     from sdk_tools.tinymodels.build import build_tiny, get_spec
 
     progress = progress or Progress()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     spec = get_spec(model)
-    with progress.step(f"train {model} (cached after the first run)", total=spec.train_steps):
+    with progress.step(f"train {model} ({spec.train_steps} steps; cached for later runs)", total=spec.train_steps):
         ckpt = build_tiny(model, on_step=lambda s, loss: progress.advance(1))
     res = DemoResult(out_dir=out_dir, checkpoint=ckpt)
 
@@ -59,14 +53,13 @@ def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...]
     for path, m in zip(conv.bundles, conv.manifests):
         res.bundles[m["recipe"]["name"]] = str(path)
     main_bundle = conv.bundles[0]
-    model_path = main_bundle / "model.litertlm"
 
     with progress.step("run on the host (LiteRT-LM CPU)"):
-        with HostEngine(model_path, max_num_tokens=1024) as eng:
+        with open_text_engine(main_bundle) as eng:
             for p in DEMO_PROMPTS:
-                g = eng.generate(render_prompt([Message("user", p)], add_bos=False), 48, stop=STOP_SEQUENCES)
-                s = g.stats
-                res.host.append({"prompt": p, "response": _strip_stop(g.text), "ttft_s": s.ttft_s,
+                text = eng.generate(render_prompt([Message("user", p)], add_bos=False), 48, STOP_SEQUENCES)
+                s = eng.last.stats
+                res.host.append({"prompt": p, "response": cut_at_stop(text)[0], "ttft_s": s.ttft_s,
                                  "prefill_tps": s.prefill_tps, "decode_tps": s.decode_tps})
 
     res.device = _device_part(main_bundle, out_dir, profile, runs, res, progress)
@@ -77,14 +70,14 @@ def run_demo(out_dir: Path, *, model: str = "e2b-tiny", recipes: tuple[str, ...]
 
 def _device_part(bundle: Path, out_dir: Path, profile: str, runs: int, res: DemoResult,
                  progress: Progress) -> dict[str, Any]:
-    from gemma4_common.gemma4_format import Message, render_prompt
-    from on_device.agent.host import RunnerTextEngine
+    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, cut_at_stop, render_prompt
     from on_device.agent.loop import AgentLoop, ToolRegistry
     from on_device.emulator import manager
-    from on_device.runner_contract import RunnerInvocation, emulator_runner_bytes
-    from sdk_tools.bench import BenchSettings, bench, run_runner, write_results
+    from on_device.runner_contract import emulator_runner_bytes
+    from sdk_tools.bench import BenchSettings, bench, write_results
     from sdk_tools.deploy import deploy
     from sdk_tools.devices.discovery import open_device
+    from sdk_tools.engines import open_text_engine
     from sdk_tools.report import write_report
 
     runner = out_dir / "emulator-runner" / "litert_lm_main"
@@ -108,27 +101,25 @@ def _device_part(bundle: Path, out_dir: Path, profile: str, runs: int, res: Demo
             report = write_report([rpath], out_dir / "report")
             out["bench"] = {k: v for k, v in results.get("summary", {}).items()}
             out["report"] = str(report.markdown)
-            with progress.step("same prompts on the device vs the host"):
-                agree = []
-                for h in res.host:
-                    prompt = render_prompt([Message("user", h["prompt"])], add_bos=False)
-                    r = run_runner(dev, dep, RunnerInvocation(model_path=dep.model_path, input_prompt=prompt,
-                                                              apply_prompt_template=False, max_output_tokens=48))
-                    dev_text = _strip_stop(r.response or "")
-                    agree.append({"prompt": h["prompt"], "device": dev_text, "host": h["response"],
-                                  "agree": dev_text == h["response"]})
-                out["agreement"] = agree
-            with progress.step("agent: tool call on the device"):
-                from importlib import resources
+            with open_text_engine(bundle, dev, deployment=dep) as eng:
+                with progress.step("same prompts on the device vs the host"):
+                    agree = []
+                    for h in res.host:
+                        prompt = render_prompt([Message("user", h["prompt"])], add_bos=False)
+                        dev_text = cut_at_stop(eng.generate(prompt, 48, STOP_SEQUENCES))[0]
+                        agree.append({"prompt": h["prompt"], "device": dev_text, "host": h["response"],
+                                      "agree": dev_text == h["response"]})
+                    out["agreement"] = agree
+                with progress.step("agent: tool call on the device"):
+                    from importlib import resources
 
-                tools = Path(str(resources.files("on_device.agent") / "examples" / "toy_tools.json"))
-                reg = ToolRegistry.load(tools)
-                eng = RunnerTextEngine(lambda inv: run_runner(dev, dep, inv), str(dep.model_path), max_num_tokens=1024)
-                from sdk_tools.tinymodels.corpus import SYSTEM_TOOLS
+                    from sdk_tools.tinymodels.corpus import SYSTEM_TOOLS
 
-                tr = AgentLoop(eng, reg, system=SYSTEM_TOOLS, max_steps=4).run("What is the weather in Paris?")
-                res.agent = {"status": tr.status, "answer": tr.answer,
-                             "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in tr.tool_calls]}
+                    tools = Path(str(resources.files("on_device.agent") / "examples" / "toy_tools.json"))
+                    tr = AgentLoop(eng, ToolRegistry.load(tools), system=SYSTEM_TOOLS, max_steps=4).run(
+                        "What is the weather in Paris?")
+                    res.agent = {"status": tr.status, "answer": tr.answer,
+                                 "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in tr.tool_calls]}
     finally:
         manager.stop(rec.serial)
     return out

@@ -34,7 +34,7 @@ digest is wrong on the device too; the host's own digest, taken then, says which
 was: a bad bundle, or bytes changed on the way). What it does not prove: that the storage itself
 holds those bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
 full re-hash, `rehash=True`), nor anything on a device whose own tools lie. Devices without
-`exec:` get the older path: sync SEND, then sha256sum of the temporary file (G4M_PUSH_SYNC=1
+`exec:` get the older path: sync SEND, then sha256sum of the temporary file (GEMMA4_MOBILE_PUSH_SYNC=1
 forces it, to compare or where a device's exec: misbehaves).
 
 Re-pushes cost what checking costs: after a verified hash the host writes a verification stamp
@@ -66,17 +66,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from converters.bundle import MANIFEST, read_manifest
+from gemma4_common.config import env_flag, env_name, state_dir
 from gemma4_common.errors import UserError
-from gemma4_common.fsutil import sha256_file
+from gemma4_common.fsutil import read_json, sha256_file
 from gemma4_common.progress import Progress
 from gemma4_common.shell import join, quote
 from on_device.runner_contract import DEFAULT_DEVICE_DIR, RUNNER_NAME
 from sdk_tools.devices.base import Device, DeviceCommandError, DeviceOffline, ServiceRefused, parse_df_available
-from sdk_tools.npu_deploy import NpuPlan, PushItem, plan_npu, require_backend
+from sdk_tools.deploy_plan import DeployPlan, cpu_plan, plan_for_device, require_backend
 
-RUNNER_ENV = "G4M_RUNNER"
-PUSH_SYNC_ENV = "G4M_PUSH_SYNC"  # "1": sync SEND then sha256sum, as for a device without exec: (comparison, escape hatch)
-CONFIG_ENV = "G4M_CONFIG"
 PART_SUFFIX = ".g4m-part"
 STALE_PART_S = 6 * 3600  # a temporary file older than this is a cut transfer's, never a running push's
 STORAGE_MARGIN = 16 << 20  # room for the temporary name, directory entries, logs
@@ -92,51 +90,12 @@ _ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv"
 RUNNER_HELP = (
     "build LiteRT-LM's litert_lm_main for android_arm64 (in a LiteRT-LM checkout: "
     "`bazel build --config=android_arm64 //runtime/engine:litert_lm_main`) and pass it with --runner FILE, "
-    f"set ${RUNNER_ENV}, or put {{\"runner\": \"/path/to/litert_lm_main\"}} in the config file; "
+    f"set ${env_name('RUNNER')}, or put {{\"runner\": \"/path/to/litert_lm_main\"}} in the config file; "
     "for the reference emulator, `gemma4-mobile emulator runner -o FILE` writes its runner"
 )
 
 
-# ---- runner location ----------------------------------------------------------------------------
-def config_path() -> Path:
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV])
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "gemma4-mobile" / "config.json"
-
-
-def _config_runner() -> tuple[str | None, Path]:
-    path = config_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, path
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read the config file {path} ({e})", "fix it or remove it") from None
-    runner = data.get("runner") if isinstance(data, dict) else None
-    return (str(runner) if runner else None), path
-
-
-def find_runner(option: Path | str | None = None) -> Path:
-    """The host file to push as the device runner: --runner, then $G4M_RUNNER, then the config file."""
-    if option:
-        source, path = "--runner", Path(option)
-    elif os.environ.get(RUNNER_ENV):
-        source, path = f"${RUNNER_ENV}", Path(os.environ[RUNNER_ENV])
-    else:
-        text, cfg = _config_runner()
-        if not text:
-            raise UserError(f"no device runner ({RUNNER_NAME}) given", RUNNER_HELP)
-        source, path = f"config {cfg}", Path(text).expanduser()
-    check_runner_file(path, source)
-    return path
-
-
-def runner_configured() -> bool:
-    """Whether a runner is configured at all ($G4M_RUNNER or the config file)."""
-    return bool(os.environ.get(RUNNER_ENV)) or bool(_config_runner()[0])
-
-
+# ---- the runner file -------------------------------------------------------------------------
 def check_runner_file(path: Path, source: str = "--runner") -> None:
     if not path.exists():
         raise UserError(f"runner {path} (from {source}) does not exist", RUNNER_HELP)
@@ -164,10 +123,6 @@ class FileAction:
     sha256: str
     action: str  # pushed | unchanged
     seconds: float = 0.0
-
-    @property
-    def mb_per_s(self) -> float | None:
-        return self.size / 1e6 / self.seconds if self.action == "pushed" and self.seconds > 0 else None
 
 
 @dataclasses.dataclass
@@ -228,22 +183,14 @@ def bundle_id(manifest: dict[str, Any], bundle_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "bundle"
 
 
-def _cpu_plan(manifest: dict[str, Any], device_bundle_dir: PurePosixPath, notice: str | None) -> NpuPlan:
-    main = manifest["main_model"]
-    meta = (manifest.get("files") or {}).get(main) or {}
-    dev = device_bundle_dir / main
-    return NpuPlan(soc=None, backend="cpu", model=main, device_model_path=dev, config=None,
-                   pushes=[PushItem("model", main, dev, meta.get("sha256"), meta.get("size"))],
-                   dispatch_dir=None, runner_flags=[], env={}, notice=notice)
-
-
 def plan_deployment(device: Device, bundle_dir: Path, manifest: dict[str, Any], *, backend: str | None,
-                    dispatch_lib_dir: Path | None, device_dir: PurePosixPath) -> NpuPlan:
-    """The NPU plan for this device, or the CPU model when the backend asked for is cpu/gpu."""
+                    dispatch_lib_dir: Path | None, device_dir: PurePosixPath) -> DeployPlan:
+    """What to push to this device: its NPU model where the bundle has one, the CPU model when the
+    backend asked for is cpu/gpu (or the device has no NPU target of the bundle)."""
     device_bundle_dir = device_dir / "bundles" / bundle_id(manifest, bundle_dir)
     if backend is not None and backend.lower() in ("cpu", "gpu"):
-        return _cpu_plan(manifest, device_bundle_dir, None)
-    plan = plan_npu(manifest, device.props, dispatch_lib_dir, device_bundle_dir)
+        return cpu_plan(manifest, device_bundle_dir, None)
+    plan = plan_for_device(manifest, device.props, dispatch_lib_dir, device_bundle_dir)
     if backend is not None:
         require_backend(plan, backend)
     return plan
@@ -254,14 +201,9 @@ class HostHashes:
     a file whose stat is unchanged is not read again (what git's index does for its work tree)."""
 
     def __init__(self) -> None:
-        from sdk_tools.devices.discovery import state_dir
-
         self.path = state_dir() / HOST_HASH_CACHE
-        try:
-            data = json.loads(self.path.read_text())
-            self.entries: dict[str, list] = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            self.entries = {}
+        data = read_json(self.path, missing={}, broken={})  # a cache only: a broken one is rebuilt
+        self.entries: dict[str, list] = data if isinstance(data, dict) else {}
         self.dirty = False
 
     @staticmethod
@@ -305,7 +247,7 @@ class HostHashes:
             pass  # a cache only
 
 
-def _items(bundle_dir: Path, manifest: dict[str, Any], plan: NpuPlan, runner: Path | None,
+def _items(bundle_dir: Path, manifest: dict[str, Any], plan: DeployPlan, runner: Path | None,
            device_dir: PurePosixPath, hashes: HostHashes) -> list[_Item]:
     items = []
     if runner is not None:
@@ -423,13 +365,14 @@ def _write_stamp(device: Device, stamp_path: PurePosixPath, manifest_sha: str,
 def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None = None,
            dispatch_lib_dir: Path | str | None = None, backend: str | None = None,
            device_dir: PurePosixPath | str = DEFAULT_DEVICE_DIR, progress: Progress | None = None,
-           runner_optional: bool = False, rehash: bool = False) -> Deployment:
+           rehash: bool = False) -> Deployment:
     """Push what `device` needs to run `bundle_dir`, verified; return where it is on the device.
 
     `backend` None deploys the NPU model where the bundle has one for the device's SoC (else the
     CPU model, with `notice` saying why); "npu" requires it; "cpu"/"gpu" deploy the CPU model.
-    `runner_optional`: with no runner given or configured, push the bundle alone (an app loads the
-    model itself). `rehash`: ignore the verification stamp and hash every file on the device.
+    `runner`: the host file to push as the device runner (the CLI resolves it: `cli.options.resolve_runner`);
+    None pushes the bundle alone (an app loads the model itself). `rehash`: ignore the verification stamp and hash
+    every file on the device.
     """
     t_start = time.perf_counter()
     progress = progress or Progress()
@@ -438,7 +381,9 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
     manifest = read_manifest(bundle_dir)
     if not manifest.get("main_model"):
         raise UserError("the bundle's manifest.json has no main_model", "re-run `gemma4-mobile convert`")
-    runner_path = find_runner(runner) if (runner or not runner_optional or runner_configured()) else None
+    runner_path = Path(runner) if runner is not None else None
+    if runner_path is not None:
+        check_runner_file(runner_path)
     plan = plan_deployment(device, bundle_dir, manifest, backend=backend,
                            dispatch_lib_dir=Path(dispatch_lib_dir) if dispatch_lib_dir else None,
                            device_dir=device_dir)
@@ -457,7 +402,7 @@ def deploy(device: Device, bundle_dir: Path | str, *, runner: Path | str | None 
         hashes.save()
 
 
-def _deploy_items(device: Device, items: list[_Item], manifest_item: _Item, manifest: dict[str, Any], plan: NpuPlan,
+def _deploy_items(device: Device, items: list[_Item], manifest_item: _Item, manifest: dict[str, Any], plan: DeployPlan,
                   bundle_dir: Path, device_dir: PurePosixPath, device_bundle_dir: PurePosixPath,
                   runner_path: Path | None, hashes: HostHashes, progress: Progress, rehash: bool,
                   t_start: float) -> Deployment:
@@ -579,7 +524,7 @@ class _Sender:
         self.device, self.progress, self.hashes = device, progress, hashes
         self.dd_count_bytes = dd_count_bytes
         self.first: str | None = None  # runs on the device before the first file is written
-        self.streaming = os.environ.get(PUSH_SYNC_ENV, "") != "1"
+        self.streaming = not env_flag("PUSH_SYNC")
         self.stamped = False  # the last push also wrote the verification stamp
 
     def push(self, item: _Item, stamp: tuple[PurePosixPath, str, dict[str, dict[str, Any]]] | None = None
@@ -651,7 +596,8 @@ class _Sender:
             raise DeviceCommandError(
                 f"writing {tmp} on {device.serial} failed ({detail or 'exit ' + rc}; {size or 0} of {item.size} bytes "
                 "written)", "check free storage and permissions of the directory")
-        raise DeviceCommandError(f"cannot move {tmp} into place on {device.serial}" + (f" ({detail})" if detail else ""),
+        raise DeviceCommandError(f"cannot move {tmp} into place on {device.serial}"
+                                 + (f" ({detail})" if detail else ""),
                                  "check permissions of the directory")
 
 
@@ -683,7 +629,8 @@ def _stream_script(item: _Item, tmp: PurePosixPath, first: str | None, after: st
 
     writer = (f"i=0; while [ $i -lt {full} ]; do {write(chunk)}; i=$((i+1)); done"
               + (f"; {write(rest)}" if rest else ""))
-    reader = f"while read i; do dd if={t} bs=1048576 skip=$((i*{CHUNK_MIB})) count={CHUNK_MIB} 2>/dev/null || exit 1; done"
+    reader = (f"while read i; do dd if={t} bs=1048576 skip=$((i*{CHUNK_MIB})) count={CHUNK_MIB} 2>/dev/null "
+              "|| exit 1; done")
     move = " && ".join([join(["chmod", f"{item.mode:o}", str(tmp)]),
                         join(["mv", "-f", str(tmp), str(item.device_path)]),
                         join(["stat", "-c", STAT_FORMAT, str(item.device_path)])])

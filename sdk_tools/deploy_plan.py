@@ -1,5 +1,6 @@
-"""What an NPU run on a given device needs from a bundle: the per-SoC model (or the CPU model, with
-a notice saying why), its config, the dispatch libraries, and the runner's flags and environment."""
+"""What a deployment of a bundle to a given device pushes: for a device with an NPU target of the
+bundle, the per-SoC model, its config, the dispatch libraries, and the runner's flags and
+environment; else the CPU model (with a notice saying why)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class PushItem:
 
 
 @dataclasses.dataclass
-class NpuPlan:
+class DeployPlan:
     soc: SocInfo | None  # the device's SoC when it is in the catalog
     backend: str  # "npu" when the bundle has a compiled model for this SoC, else "cpu"
     model: str  # bundle-relative path of the model to push
@@ -119,12 +120,23 @@ def _file_meta(manifest: Mapping[str, Any], rel: str) -> tuple[str | None, int |
     return meta.get("sha256"), meta.get("size")
 
 
-def plan_npu(
+def cpu_plan(manifest: Mapping[str, Any], device_dir: PurePosixPath, notice: str | None,
+             soc: SocInfo | None = None) -> DeployPlan:
+    """The CPU model alone, at its bundle-relative path under `device_dir`."""
+    main_model = manifest["main_model"]
+    sha, size = _file_meta(manifest, main_model)
+    dev = PurePosixPath(device_dir) / main_model
+    return DeployPlan(soc=soc, backend="cpu", model=main_model, device_model_path=dev, config=None,
+                      pushes=[PushItem("model", main_model, dev, sha, size)], dispatch_dir=None, runner_flags=[],
+                      env={}, notice=notice)
+
+
+def plan_for_device(
     manifest: Mapping[str, Any],
     device_props: Mapping[str, str],
     dispatch_lib_dir: Path | None,
     device_dir: PurePosixPath,
-) -> NpuPlan:
+) -> DeployPlan:
     """Plan an NPU deployment of a bundle to a device; falls back to the CPU model with a notice.
 
     Raises UserError only when an NPU model applies but the dispatch libraries are not all there.
@@ -138,24 +150,11 @@ def plan_npu(
     soc = lookup_soc(device_props)
     targets = _npu_targets(manifest)
 
-    def cpu_plan(notice: str) -> NpuPlan:
-        sha, size = _file_meta(manifest, main_model)
-        dev = device_dir / main_model
-        return NpuPlan(
-            soc=soc,
-            backend="cpu",
-            model=main_model,
-            device_model_path=dev,
-            config=None,
-            pushes=[PushItem("model", main_model, dev, sha, size)],
-            dispatch_dir=None,
-            runner_flags=[],
-            env={},
-            notice=notice,
-        )
+    def cpu(notice: str) -> DeployPlan:
+        return cpu_plan(manifest, device_dir, notice, soc)
 
     if soc is None:
-        return cpu_plan(
+        return cpu(
             f"device SoC {describe_device_soc(device_props)} is not a Qualcomm or MediaTek NPU target "
             "this tool compiles for; using the CPU model"
         )
@@ -165,7 +164,7 @@ def plan_npu(
     )
     if entry is None:
         built = ", ".join(f"{t.get('vendor')}:{t.get('soc')}" for t in targets) or "none"
-        return cpu_plan(
+        return cpu(
             f"the bundle has no NPU model for {soc.target} ({soc.marketing_name}); NPU targets in it: {built}; "
             f"using the CPU model (convert with --npu {soc.target} to build one)"
         )
@@ -173,12 +172,12 @@ def plan_npu(
     model_rel = entry.get("model")
     if status != "compiled" or not model_rel:
         why = entry.get("message") or f"status {status}"
-        return cpu_plan(
+        return cpu(
             f"the bundle's NPU model for {soc.target} was not built ({status}: {why}); using the CPU model"
         )
     files = manifest.get("files") or {}
     if files and model_rel not in files:
-        return cpu_plan(
+        return cpu(
             f"the bundle lists an NPU model for {soc.target} ({model_rel}) but not among its files; "
             "using the CPU model"
         )
@@ -214,7 +213,7 @@ def plan_npu(
     if soc.vendor == "qualcomm":
         # The HTP stub loads the Skel through the DSP loader, which searches ADSP_LIBRARY_PATH (';').
         env["ADSP_LIBRARY_PATH"] = ";".join((str(dispatch_dir), *_ADSP_SYSTEM_PATHS))
-    return NpuPlan(
+    return DeployPlan(
         soc=soc,
         backend="npu",
         model=model_rel,
@@ -228,7 +227,7 @@ def plan_npu(
     )
 
 
-def backend_supported(plan: NpuPlan, backend: str) -> bool:
+def backend_supported(plan: DeployPlan, backend: str) -> bool:
     """Whether `backend` can run the planned model: the NPU only with a compiled model for this SoC."""
     backend = backend.lower()
     if backend == "npu":
@@ -236,7 +235,7 @@ def backend_supported(plan: NpuPlan, backend: str) -> bool:
     return backend in ("cpu", "gpu")
 
 
-def require_backend(plan: NpuPlan, backend: str) -> None:
+def require_backend(plan: DeployPlan, backend: str) -> None:
     """UserError, with the plan's notice, when `backend` cannot run on this device."""
     if backend_supported(plan, backend):
         return

@@ -31,15 +31,14 @@ def fmt(v: float | None, metric: str | None = None) -> str:
 
 
 def load_results(path: Path | str) -> dict[str, Any]:
+    from gemma4_common.fsutil import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"results file {path} does not exist", "pass files written by `gemma4-mobile bench`") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read results file {path} ({e})", "pass files written by `gemma4-mobile bench`") from None
+    fix = "pass files written by `gemma4-mobile bench`"
+    data = read_json(path, fix, what="results file", missing_fix=fix)
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise UserError(f"{path} is not a bench results file (format {data.get('format') if isinstance(data, dict) else None!r})",
+        raise UserError(f"{path} is not a bench results file "
+                        f"(format {data.get('format') if isinstance(data, dict) else None!r})",
                         "pass files written by `gemma4-mobile bench`")
     data["_path"] = str(path)
     return data
@@ -47,7 +46,8 @@ def load_results(path: Path | str) -> dict[str, Any]:
 
 def label(r: dict[str, Any]) -> str:
     dev = r.get("device") or {}
-    return f"{dev.get('model') or dev.get('serial')} / {r['bundle'].get('recipe') or r['bundle'].get('name')} / {r.get('backend')}"
+    return (f"{dev.get('model') or dev.get('serial')} / {r['bundle'].get('recipe') or r['bundle'].get('name')} / "
+            f"{r.get('backend')}")
 
 
 def key(r: dict[str, Any]) -> tuple:
@@ -180,7 +180,8 @@ def _summary_table(results: list[dict[str, Any]]) -> list[str]:
     for r in results:
         dev, b, s = r.get("device") or {}, r["bundle"], r.get("settings") or {}
         dec = (r.get("summary") or {}).get("decode_tps") or {}
-        row = [dev.get("model", ""), dev.get("serial", ""), f"{dev.get('soc_vendor', '')} {dev.get('soc_model', '')}".strip(),
+        row = [dev.get("model", ""), dev.get("serial", ""),
+               f"{dev.get('soc_vendor', '')} {dev.get('soc_model', '')}".strip(),
                str(b.get("name", "")), str(b.get("recipe") or ""), str(r.get("backend", "")),
                f"{s.get('prefill')}/{s.get('decode')}", str(len(r.get("runs") or []))]
         row += [fmt(median(r, m), m) for m in METRIC_INFO]
@@ -232,8 +233,9 @@ def _write(results: list[dict], baselines: list[dict], out_dir: Path, threshold:
             for c in compare(b, n, threshold):
                 changes.append(c)
                 ch = "-" if c.change is None else f"{c.change:+.1%}"
-                md.append(f"| {c.label} | {METRIC_INFO[c.metric][0]} ({METRIC_INFO[c.metric][1]}) | {fmt(c.baseline, c.metric)} | "
-                          f"{fmt(c.new, c.metric)} | {ch} | {'**REGRESSION**' if c.regression else 'ok'} |")
+                md.append(f"| {c.label} | {METRIC_INFO[c.metric][0]} ({METRIC_INFO[c.metric][1]}) | "
+                          f"{fmt(c.baseline, c.metric)} | {fmt(c.new, c.metric)} | {ch} | "
+                          f"{'**REGRESSION**' if c.regression else 'ok'} |")
         md.append("")
         plots.append(_plot_compare(pairs, out_dir / "compare_decode.png"))
         md += ["![baseline vs new](compare_decode.png)", ""]

@@ -72,7 +72,7 @@ class _Base:
     def generate(self, prompt: str, max_new_tokens: int = 32, stop: Sequence[str] = (), seed: int | None = None):
         """Greedy continuation after BOS + prompt: EOS tokens end it (not part of the text), a stop
         sequence ends it after the sequence (as the host engine and the PyTorch reference do)."""
-        from on_device.engine import first_stop
+        from gemma4_common.gemma4_format import cut_at_stop
 
         out: list[int] = []
         text = ""
@@ -81,9 +81,8 @@ class _Base:
                 break
             out.append(nxt)
             text = self.tok.decode(out, skip_special_tokens=False)
-            hit = first_stop(text, stop)
+            text, hit = cut_at_stop(text, stop, keep=True)
             if hit is not None:
-                text = text[: hit[0] + len(hit[1])]
                 break
         return _Generation(text)
 
@@ -148,7 +147,6 @@ class SplitCacheEngine(_Base):
         super().__init__(tokenizer, eos_ids)
         from litert_torch.generative.export_hf.experimental.calib import loader, sampling_executor
 
-        self._sx = sampling_executor
         saved = tempfile.tempdir
         tempfile.tempdir = str(self._tmp)  # the loader unpacks into mkdtemp() and never cleans up
         try:

@@ -8,16 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+from gemma4_common.stats import percentile
 
 
 def perplexity(logprobs: Sequence[float]) -> float:
@@ -34,14 +25,6 @@ def kl_divergence(ref_log_dist: Any, other_log_dist: Any) -> list[float]:
     p = torch.as_tensor(ref_log_dist, dtype=torch.float64)
     q = torch.as_tensor(other_log_dist, dtype=torch.float64)
     return [float(x) for x in (p.exp() * (p - q)).sum(dim=-1)]
-
-
-def normalize_generation(text: str, stop: Sequence[str]) -> str:
-    """A continuation cut before its first stop sequence, so that engines that drop the stop
-    token (LiteRT-LM at EOS) and those that print it compare equal."""
-    from on_device.agent.host import cut_at_stop
-
-    return cut_at_stop(text, stop, keep=False)[0]
 
 
 def first_divergence(a: Sequence[Any], b: Sequence[Any]) -> int | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gemma4_common.errors import UserError
+from gemma4_common.gemma4_format import cut_at_stop
 
 SMALL_MODEL_PARAMS = 50_000_000
 
@@ -112,14 +113,8 @@ class TorchReference:
                     break
                 out.append(nxt)
                 text = self.tokenizer.decode(out, skip_special_tokens=False)
-                if any(s in text for s in stop):
+                text, hit = cut_at_stop(text, stop, keep=True)
+                if hit is not None:
                     break
                 inp = torch.tensor([[nxt]])
-        best = None
-        for s in stop:
-            i = text.find(s)
-            if i >= 0 and (best is None or i < best[0]):
-                best = (i, s)
-        if best is not None:
-            text = text[: best[0] + len(best[1])]
         return text

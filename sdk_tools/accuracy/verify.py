@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from converters.bundle import require_verified
 from gemma4_common.errors import GateFailure, UserError
+from gemma4_common.gemma4_format import cut_at_stop
 from gemma4_common.progress import Progress
 from sdk_tools.accuracy import gates as gates_lib
 from sdk_tools.accuracy import metrics
@@ -88,7 +89,7 @@ def reference_run(ref, items: Sequence[EvalItem], settings: VerifySettings, *, b
             s = ref.score(it.prompt, it.target, add_bos=bos)
             g = None
             if settings.greedy:
-                g = metrics.normalize_generation(ref.greedy(it.prompt, settings.max_new_tokens, stop=stop), stop)
+                g = cut_at_stop(ref.greedy(it.prompt, settings.max_new_tokens, stop=stop), stop)[0]
             out.append(RefItem(ids=list(s.ids), n_target=len(s.target_ids), logprobs=list(s.logprobs), greedy=g))
             progress.advance(1)
     return ReferenceRun(str(ref.checkpoint), list(items), out, bos, settings, ref, time.perf_counter() - t0)
@@ -156,18 +157,6 @@ def require_some_left(keep: Sequence[int], skipped: Sequence[dict[str, Any]], ca
                     "shorten the items (or --max-new-tokens), or convert with a longer --cache-length")
 
 
-def check_items_fit(tokenize: Callable[[str], Sequence[int]], items: Sequence[EvalItem], cache: int,
-                    max_new_tokens: int) -> None:
-    """Refuse an evaluation item that cannot fit the bundle's KV cache (for callers that need all)."""
-    for n, it in enumerate(items, start=1):
-        over = _item_need(tokenize, it, cache, max_new_tokens)
-        if over is not None:
-            raise UserError(f"evaluation item {n} needs {over[0]} tokens (BOS, {over[1]} prompt, {over[2]} target, "
-                            f"{max_new_tokens} new), more than the bundle's cache ({cache})",
-                            "shorten that item (or --max-new-tokens), leave it out with --limit, "
-                            "or convert with a longer --cache-length")
-
-
 def _tokenize_fn(ref) -> Callable[[str], list[int]]:
     return lambda text: ref.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -196,7 +185,7 @@ def _bundle_side(eng, items: Sequence[EvalItem], rr: ReferenceRun, settings: Ver
             text = None
             if settings.greedy:
                 g = eng.generate(it.prompt, max_new_tokens=settings.max_new_tokens, stop=stop, seed=settings.seed)
-                text = metrics.normalize_generation(g.text, stop)
+                text = cut_at_stop(g.text, stop)[0]
             div = None
             if text is not None and r.greedy is not None and text != r.greedy:
                 tok = _tokenize_fn(ref)
@@ -304,40 +293,34 @@ def verify_host(bundle_dir: Path | str, checkpoint: Path | str, items: Sequence[
 
 # ---- a device against the reference -------------------------------------------------------------
 def _device_generations(device, bundle_dir: Path, items: Sequence[EvalItem], settings: VerifySettings,
-                        cache: int, runner, backend: str | None, progress: Progress) -> tuple[list[str], dict]:
-    from on_device.runner_contract import RunnerInvocation
-    from sdk_tools.bench import run_runner
-    from sdk_tools.deploy import deploy
+                        runner, backend: str | None, progress: Progress) -> tuple[list[str], dict]:
+    from sdk_tools.engines import open_text_engine
 
     stop = stop_sequences()
-    dep = deploy(device, bundle_dir, runner=runner, backend=backend, progress=progress)
     out = []
-    with progress.step(f"{device.serial}: {len(items)} prompts through the runner", total=len(items)):
+    with open_text_engine(bundle_dir, device, runner=runner, backend=backend, seed=settings.seed,
+                          progress=progress) as eng, \
+            progress.step(f"{device.serial}: {len(items)} prompts through the runner", total=len(items)):
         for it in items:
-            inv = RunnerInvocation(model_path=dep.model_path, backend=dep.backend, input_prompt=it.prompt,
-                                   apply_prompt_template=False, max_output_tokens=settings.max_new_tokens,
-                                   seed=settings.seed, max_num_tokens=cache, report_peak_memory=False,
-                                   dispatch_lib_dir=dep.dispatch_dir if dep.backend == "npu" else None)
-            res = run_runner(device, dep, inv)
-            out.append(metrics.normalize_generation(res.response or "", stop))
+            out.append(cut_at_stop(eng.generate(it.prompt, settings.max_new_tokens, stop), stop)[0])
             progress.advance(1)
+    dep = eng.deployment
     info = {"serial": device.serial, "backend": dep.backend, "model_path": str(dep.model_path),
             "manifest_hash": dep.manifest_hash}
     return out, info
 
 
-def _host_reference_generations(model: Path, items: Sequence[EvalItem], settings: VerifySettings, cache: int,
+def _host_reference_generations(bundle_dir: Path, items: Sequence[EvalItem], settings: VerifySettings,
                                 progress: Progress) -> list[str]:
     """What the reference emulator's runner does for each prompt (host LiteRT-LM CPU, greedy)."""
-    from on_device.engine import HostEngine
+    from sdk_tools.engines import open_text_engine
 
     stop = stop_sequences()
     out = []
-    with HostEngine(model, max_num_tokens=cache) as eng, \
+    with open_text_engine(bundle_dir, seed=settings.seed) as eng, \
             progress.step(f"reference (host LiteRT-LM CPU): {len(items)} prompts", total=len(items)):
         for it in items:
-            g = eng.generate(it.prompt, max_new_tokens=settings.max_new_tokens, stop=stop, seed=settings.seed)
-            out.append(metrics.normalize_generation(g.text, stop))
+            out.append(cut_at_stop(eng.generate(it.prompt, settings.max_new_tokens, stop), stop)[0])
             progress.advance(1)
     return out
 
@@ -371,14 +354,13 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
     skip_note = skipped_note(skipped, total, cache, settings.max_new_tokens)
 
     with opener(serial) as dev:
-        dev_texts, dev_info = _device_generations(dev, bundle_dir, items, settings, cache, runner, backend, progress)
+        dev_texts, dev_info = _device_generations(dev, bundle_dir, items, settings, runner, backend, progress)
     if reference_serial:
         with opener(reference_serial) as rdev:
-            ref_texts, ref_info = _device_generations(rdev, bundle_dir, items, settings, cache, runner, "cpu",
-                                                      progress)
+            ref_texts, ref_info = _device_generations(rdev, bundle_dir, items, settings, runner, "cpu", progress)
         ref_info["kind"] = "device"
     else:
-        ref_texts = _host_reference_generations(bundle_dir / manifest["main_model"], items, settings, cache, progress)
+        ref_texts = _host_reference_generations(bundle_dir, items, settings, progress)
         ref_info = {"kind": "host LiteRT-LM CPU engine (what the reference emulator's runner runs)"}
 
     torch_ref = None
@@ -407,8 +389,8 @@ def verify_device(bundle_dir: Path | str, checkpoint: Path | str | None, items: 
             torch_texts = []
             with progress.step(f"PyTorch greedy: {len(items)} prompts", total=len(items)):
                 for it in items:
-                    torch_texts.append(metrics.normalize_generation(
-                        torch_ref.greedy(it.prompt, settings.max_new_tokens, stop=stop), stop))
+                    torch_texts.append(cut_at_stop(
+                        torch_ref.greedy(it.prompt, settings.max_new_tokens, stop=stop), stop)[0])
                     progress.advance(1)
         vs_torch = metrics.agreement(dev_texts, torch_texts, tokenize, labels=("device", "pytorch"))
     checks = gates_lib.check_device(vs_ref.rate, vs_torch.rate if vs_torch else None, g)

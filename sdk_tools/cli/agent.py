@@ -14,52 +14,39 @@ import typer
 
 from gemma4_common.errors import UserError
 from sdk_tools.cli.common import emit_json, err_console
+from sdk_tools.cli.options import DispatchLibsOption, JsonOption, resolve_runner, RunnerOption, VerboseOption
 
 
 def load_schema_file(path: Path) -> dict:
     from on_device.agent.constrained import check_json_schema
 
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"JSON schema file not found: {path}", "pass an existing schema file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the JSON schema file {path} ({e})", "pass a readable JSON file") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON: {e}", "fix the schema file") from None
-    return check_json_schema(data)
+    from gemma4_common.fsutil import read_json
+
+    return check_json_schema(read_json(path, "fix the schema file", what="JSON schema file",
+                                       missing_fix="pass an existing schema file"))
 
 
 @contextlib.contextmanager
-def open_engine(bundle: Path, device: str | None = None, *, runner: Path | None = None, backend: str = "cpu",
-                dispatch_libs: Path | None = None, threads: int | None = None,
-                timeout_s: float | None = None, quiet: bool = False) -> Iterator[Any]:
-    """A TextEngine + Scorer for BUNDLE: the host LiteRT-LM engine, or the bundle deployed to
-    ``device`` and run there through the runner contract (one runner call per generation)."""
-    from converters.bundle import require_verified
-    from on_device.agent.host import HostTextEngine, RunnerTextEngine
+def _open_engine(bundle: Path, device: str | None, *, runner: Path | None, backend: str, dispatch_libs: Path | None,
+                 threads: int | None, timeout_s: float, quiet: bool) -> Iterator[Any]:
+    """The host engine, or the bundle deployed to `device` (progress shown while it deploys)."""
+    from sdk_tools.engines import bundle_manifest, open_text_engine
 
-    if not (Path(bundle) / "manifest.json").is_file():
-        raise UserError(f"{bundle} is not a bundle directory (no manifest.json)",
-                        "pass a directory made by `gemma4-mobile convert`")
-    manifest = require_verified(bundle)
-    cache = (manifest.get("export") or {}).get("cache_length")
+    bundle_manifest(bundle, verify=False)  # a wrong path fails before a device is opened
     if device is None:
-        with HostTextEngine.open(Path(bundle) / manifest["main_model"], threads=threads, max_num_tokens=cache) as eng:
-            yield eng
+        with open_text_engine(bundle, threads=threads) as engine:
+            yield engine
         return
-    from sdk_tools.bench import run_runner
     from sdk_tools.cli.common import RichProgress
-    from sdk_tools.deploy import deploy
     from sdk_tools.devices.discovery import open_device
 
-    with open_device(device) as dev:
+    with contextlib.ExitStack() as stack:
+        dev = stack.enter_context(open_device(device))
         with RichProgress(enabled=not quiet) as progress:
-            dep = deploy(dev, bundle, runner=runner, dispatch_lib_dir=dispatch_libs, backend=backend,
-                         progress=progress)
-        yield RunnerTextEngine(lambda inv: run_runner(dev, dep, inv, timeout_s=timeout_s), str(dep.model_path),
-                               backend=dep.backend, max_num_tokens=cache, num_threads=threads,
-                               dispatch_lib_dir=str(dep.dispatch_dir) if dep.dispatch_dir else None)
+            engine = stack.enter_context(open_text_engine(
+                bundle, dev, runner=runner, backend=backend, dispatch_libs=dispatch_libs, threads=threads,
+                timeout_s=timeout_s, progress=progress))
+        yield engine
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -105,12 +92,11 @@ def agent(
     max_tokens: int = typer.Option(256, "--max-tokens", help="Most tokens per generation."),
     thinking: bool = typer.Option(False, "--thinking", help="Enable the thinking channel."),
     backend: str = typer.Option("cpu", "--backend", help="Device backend: cpu, gpu or npu (with --device)."),
-    runner: Optional[Path] = typer.Option(None, "--runner", help="litert_lm_main for android_arm64 (with --device; "
-                                          "default: $G4M_RUNNER, then the config file)."),
-    dispatch_libs: Optional[Path] = typer.Option(None, "--dispatch-libs",
-                                                 help="NPU dispatch libraries (with --device)."),
+    runner: RunnerOption = None,
+    dispatch_libs: DispatchLibsOption = None,
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the transcript)."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a Gemma 4 agent: the model calls your tools until it answers."""
     from gemma4_common.fsutil import check_output_file, write_output_text
@@ -139,9 +125,10 @@ def agent(
     registry = ToolRegistry.load(tools) if tools is not None else None
     schema = load_schema_file(json_schema) if json_schema is not None else None
     user = _read_prompt(prompt)
+    runner_path = resolve_runner(runner) if device is not None else None
 
-    with open_engine(bundle, device, runner=runner, backend=backend.lower(), dispatch_libs=dispatch_libs,
-                     threads=threads, timeout_s=timeout, quiet=as_json) as engine:
+    with _open_engine(bundle, device, runner=runner_path, backend=backend.lower(), dispatch_libs=dispatch_libs,
+                      threads=threads, timeout_s=timeout, quiet=as_json) as engine:
         if schema is not None:
             text_prompt = render_prompt([Message("user", user)], system=system, add_bos=False)
             try:

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         args = sys.argv[1:] if argv is None else list(argv)
+        from gemma4_common.noise import quiet_third_party
+
+        # Before any command imports torch & co. (some log at import); `--verbose` hides nothing.
+        quiet_third_party(verbose="--verbose" in args)
         _register_for(args)
         rv = app(args=args, prog_name=PROG, standalone_mode=False)
         # with standalone_mode off, click hands back typer.Exit's code instead of raising it, and

@@ -1,5 +1,5 @@
-"""Helpers shared by command modules: JSON output and listings, the rich consoles, and the one rich renderer of
-the progress protocol (gemma4_common.progress)."""
+"""Helpers shared by command modules: JSON output and listings, the rich consoles, the one rich renderer of
+the progress protocol (gemma4_common.progress) and the choice between it and the plain-line one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, Progress as RichBar, ProgressColumn, Spinn
                            TimeElapsedColumn)
 from rich.text import Text
 
-from gemma4_common.progress import Progress
+from gemma4_common.progress import HEARTBEAT_S, PlainProgress, Progress
 
 # Progress and human output go to stderr so that stdout stays clean for --json and results.
 err_console = Console(stderr=True)
@@ -81,8 +81,7 @@ class RichProgress(Progress):
             self._quiet, self._note_prefix = not self.enabled, ""
         else:
             self._quiet, self._note_prefix = quiet, "note: "
-        self._task = None
-        self._total: float | None = None
+        self._tasks: list[tuple[str, Any, float | None]] = []  # running steps (name, task, total), innermost last
         self._lock = threading.Lock()
 
     def __enter__(self) -> "RichProgress":
@@ -95,22 +94,40 @@ class RichProgress(Progress):
 
     def _start(self, name: str, total: float | None) -> None:
         with self._lock:
-            self._task = self._bar.add_task(name, total=total, spinner=not total)
-            self._total = total
+            self._tasks.append((name, self._bar.add_task(name, total=total, spinner=not total), total))
 
     def advance(self, amount: float) -> None:
         with self._lock:
-            if self._task is not None:
-                self._bar.advance(self._task, amount)
+            if self._tasks:
+                self._bar.advance(self._tasks[-1][1], amount)
 
     def note(self, message: str) -> None:
         if not self._quiet:
             self._bar.console.print(f"{self._note_prefix}{message}", highlight=False)
 
+    def _fail(self, name: str, error: BaseException) -> None:
+        with self._lock:
+            for step, task, _ in reversed(self._tasks):
+                if step == name:
+                    self._bar.update(task, description=f"{name} (stopped: {type(error).__name__})")
+                    break
+
     def _end(self, name: str) -> None:
         with self._lock:
-            if self._task is not None:
-                # A step that ended is drawn as done, spinner steps (no total) included.
-                total = self._total or 1
-                self._bar.update(self._task, completed=total, total=total)
-                self._task = None
+            i = next((i for i in reversed(range(len(self._tasks))) if self._tasks[i][0] == name), None)
+            if i is None:
+                return
+            _, task, total = self._tasks.pop(i)
+            # A step that ended is drawn as done, spinner steps (no total) included; an outer step
+            # stops too, not only the innermost one.
+            total = total or 1
+            self._bar.update(task, completed=total, total=total)
+
+
+def progress_reporter(rich: bool = True, *, heartbeat_s: float = HEARTBEAT_S) -> RichProgress | PlainProgress:
+    """The reporter for a long command, used as `with progress_reporter(...) as p`: rich bars when
+    stderr is a terminal and `rich` (False for --json), else plain lines on stderr with a heartbeat
+    every `heartbeat_s` of silence (gemma4_common.progress.PlainProgress), for pipes and CI logs."""
+    if rich and err_console.is_terminal:
+        return RichProgress()
+    return PlainProgress(heartbeat_s=heartbeat_s)

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json, err_console
+from sdk_tools.cli.common import emit_json, err_console, progress_reporter
+from sdk_tools.cli.options import JsonOption, VerboseOption
 
 
 def _list_recipes(as_json: bool) -> None:
@@ -40,9 +41,11 @@ def _int_list(items: list[str], flag: str) -> list[int]:
 
 def convert_cmd(
     checkpoint: Optional[Path] = typer.Argument(None, help="Hugging Face Gemma 4 checkpoint directory."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle directory (one per recipe below it if several)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out",
+                                       help="Bundle directory (one per recipe below it if several)."),
     recipe: List[str] = typer.Option(["dynamic_wi8_afp32"], "--recipe", "-r",
-                                     help="Quantization recipe(s), repeatable or comma-separated; `--recipe list` shows them."),
+                                     help="Quantization recipe(s), repeatable or comma-separated; "
+                                          "`--recipe list` shows them."),
     prefill: List[int] = typer.Option([128], "--prefill", help="Prefill signature length(s)."),
     cache_length: List[str] = typer.Option(["1024"], "--cache-length",
                                            help="KV cache length(s) (context), repeatable or comma-separated: "
@@ -61,7 +64,8 @@ def convert_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest."),
     vision: bool = typer.Option(False, "--vision", help="Export the vision encoder (multimodal checkpoints)."),
     audio: bool = typer.Option(False, "--audio", help="Export the audio encoder (multimodal checkpoints)."),
-    use_v2: bool = typer.Option(False, "--use-v2", help="litert-torch Converter V2: stream weights from the checkpoint."),
+    use_v2: bool = typer.Option(False, "--use-v2",
+                                help="litert-torch Converter V2: stream weights from the checkpoint."),
     delete_params: bool = typer.Option(False, "--delete-in-memory-params",
                                        help="With --use-v2: free each weight once serialized (lower peak memory)."),
     converter: str = typer.Option("auto", "--converter",
@@ -70,7 +74,8 @@ def convert_cmd(
     ignore_memory: bool = typer.Option(False, "--ignore-memory-check",
                                        help="Convert even if the host's RAM is below the conversion's estimated peak."),
     force: bool = typer.Option(False, "--force", help="Replace an output directory that is not a bundle."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Convert a checkpoint: validate, export (litert-torch), quantize, NPU-compile, bundle."""
     from converters.pipeline import ConvertRequest, convert
@@ -95,7 +100,7 @@ def convert_cmd(
         err_console.print("note: a bundle with several cache lengths names its signatures decode_cache_<N>; "
                           "LiteRT-LM 0.18.1's CPU engine runs only single-length bundles "
                           "(--bundle-per-cache-length makes one per length)", highlight=False)
-    with RichProgress(enabled=not as_json) as progress:
+    with progress_reporter(rich=not as_json) as progress:
         res = convert(req, progress)
     rows = []
     for path, m in zip(res.bundles, res.manifests):
@@ -113,7 +118,8 @@ def convert_cmd(
         ctx = ",".join(map(str, r["cache_lengths"]))
         typer.echo(f"{r['bundle']}  {r['recipe']:<22} ctx {ctx:<10} {r['model_bytes'] / 1e6:8.2f} MB")
         for t in r["npu"]:
-            typer.echo(f"  npu {t['vendor']}:{t['soc']}: {t['status']}" + (f" ({t['message']})" if t["message"] else ""))
+            typer.echo(f"  npu {t['vendor']}:{t['soc']}: {t['status']}"
+                       + (f" ({t['message']})" if t["message"] else ""))
 
 
 def register(app: typer.Typer) -> None:

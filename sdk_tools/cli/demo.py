@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json
+from sdk_tools.cli.common import emit_json, progress_reporter
+from sdk_tools.cli.options import JsonOption, VerboseOption
 
 
 def demo_cmd(
@@ -14,7 +15,8 @@ def demo_cmd(
     model: str = typer.Option("e2b-tiny", "--model", help="Built-in tiny model: e2b-tiny or e4b-tiny."),
     profile: str = typer.Option("galaxy-s24", "--profile", help="Reference-emulator device profile."),
     runs: int = typer.Option(3, "--runs", help="Benchmark runs on the device."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train the tiny model, convert it, run it on the host, then deploy, benchmark, compare and run an agent
     on the reference emulator over ADB."""
@@ -25,7 +27,8 @@ def demo_cmd(
     positive(runs, "--runs", example=3)
     check_output_dir(out, "-o")
 
-    with RichProgress(enabled=not as_json) as p:
+    # Rich bars at a terminal; in a pipe, a CI log or with --json (stdout is the JSON), plain lines on stderr.
+    with progress_reporter(rich=not as_json) as p:
         res = run_demo(out, model=model, profile=profile, runs=runs, progress=p)
     if as_json:
         emit_json(res.to_dict())
@@ -45,7 +48,8 @@ def demo_cmd(
     typer.echo(f"  deployed {dep.get('bytes_pushed', 0) / 1e6:.2f} MB verified in {dep.get('seconds', 0):.2f} s")
     for metric, s in (d.get("bench") or {}).items():
         if isinstance(s, dict) and "median" in s:
-            typer.echo(f"  {metric:<14} median {s['median']:.4g}  min {s['min']:.4g}  max {s['max']:.4g}  p90 {s['p90']:.4g}")
+            typer.echo(f"  {metric:<14} median {s['median']:.4g}  min {s['min']:.4g}  max {s['max']:.4g}  "
+                       f"p90 {s['p90']:.4g}")
     agree = d.get("agreement", [])
     typer.echo(f"  device vs host answers: {sum(a['agree'] for a in agree)}/{len(agree)} identical")
     a = res.agent

@@ -8,12 +8,13 @@ from typing import List, Optional
 import typer
 
 from sdk_tools.cli.common import emit_json
+from sdk_tools.cli.options import JsonOption
 
 
 def devices(
     connect: Optional[List[str]] = typer.Option(None, "--connect", "-c",
                                                 help="Also probe this HOST:PORT (repeatable); remembered."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """List reachable devices."""
     from gemma4_common.validate import host_port

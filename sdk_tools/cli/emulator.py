@@ -9,6 +9,7 @@ import typer
 
 from gemma4_common.errors import UserError
 from sdk_tools.cli.common import emit_json, emit_rows, err_console
+from sdk_tools.cli.options import JsonOption
 
 emulator_app = typer.Typer(help="Reference emulator: a virtual phone that speaks ADB on a loopback port.",
                            no_args_is_help=True)
@@ -26,7 +27,7 @@ def start(
     root: Optional[Path] = typer.Option(None, "--root", help="Host directory holding the device filesystem."),
     storage_bytes: Optional[int] = typer.Option(None, "--storage-bytes", help="Override the /data size."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until Ctrl-C."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Start an emulator (Android's mksh + toybox in a bubblewrap sandbox, as uid shell); prints its
     serial (127.0.0.1:PORT) once it accepts connections."""
@@ -83,7 +84,7 @@ def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root,
 def stop(
     serial: Optional[str] = typer.Argument(None, help="Serial (127.0.0.1:PORT) or port of the emulator."),
     all_: bool = typer.Option(False, "--all", help="Stop every emulator this user started."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Stop an emulator (or all of them)."""
     from on_device.emulator import manager
@@ -98,7 +99,7 @@ def stop(
 
 
 @emulator_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(as_json: JsonOption = False) -> None:
     """List the emulators started with `emulator start`."""
     from on_device.emulator import manager
 
@@ -109,7 +110,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 @emulator_app.command("profiles")
-def profiles(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def profiles(as_json: JsonOption = False) -> None:
     """List the device profiles."""
     from on_device.emulator.profiles import list_profiles, load_profile
 
@@ -122,7 +123,7 @@ def profiles(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
 @emulator_app.command("runner")
 def runner(
     output: Path = typer.Option(..., "--output", "-o", help="File to write (pass it to push/bench --runner)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Write the reference emulator's runner file (what it executes in place of litert_lm_main)."""
     import os

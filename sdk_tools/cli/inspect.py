@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 
 from sdk_tools.cli.common import emit_json
+from sdk_tools.cli.options import JsonOption
 
 
 def inspect_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory made by `convert`."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Print the manifest and the .litertlm sections, and verify every checksum (exit 1 on mismatch)."""
     from converters.bundle import litertlm_sections, read_manifest, verify_bundle

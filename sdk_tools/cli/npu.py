@@ -11,6 +11,7 @@ import typer
 from converters.npu.catalog import all_socs, get_soc
 from converters.npu.configs import default_config, load_config_file
 from sdk_tools.cli.common import emit_json, emit_rows, err_console
+from sdk_tools.cli.options import JsonOption
 
 npu_app = typer.Typer(help="NPU targets: SoC catalog, delegate configs, vendor SDKs.", no_args_is_help=True)
 
@@ -18,7 +19,7 @@ npu_app = typer.Typer(help="NPU targets: SoC catalog, delegate configs, vendor S
 @npu_app.command("socs")
 def socs(
     vendor: Optional[str] = typer.Option(None, "--vendor", help="qualcomm or mediatek"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """List the SoCs the AOT compiler targets and what a device reports for them."""
     emit_rows(all_socs(vendor), as_json,
@@ -32,7 +33,7 @@ def config(
     soc: str = typer.Option(..., "--soc", help="SoC model, e.g. SM8650 or MT6991"),
     vendor: Optional[str] = typer.Option(None, "--vendor", help="qualcomm or mediatek"),
     file: Optional[Path] = typer.Option(None, "--file", help="A config to validate against the SoC."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Print the default config for a SoC, or validate one (printing it merged with the defaults)."""
     info = get_soc(vendor, soc)
@@ -46,7 +47,7 @@ def config(
 
 
 @npu_app.command("sdk")
-def sdk(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def sdk(as_json: JsonOption = False) -> None:
     """Whether this host can AOT-compile for each vendor, and what to install if not."""
     from converters.npu.aot import detect_vendor_sdk
 

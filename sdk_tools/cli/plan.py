@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from sdk_tools.cli.common import emit_json
+from sdk_tools.cli.options import JsonOption
 
 
 def _budget(device: str | None, profile: str | None) -> tuple[int | None, str | None]:
@@ -56,16 +57,18 @@ def _mb(n: int) -> str:
 
 def plan_cmd(
     model: str = typer.Option(..., "--model", "-m", help="e2b, e4b, or a checkpoint directory."),
-    recipe: str = typer.Option("dynamic_wi4b32_afp32", "--recipe", "-r", help="Quantization recipe (`convert --recipe list`)."),
+    recipe: str = typer.Option("dynamic_wi4b32_afp32", "--recipe", "-r",
+                               help="Quantization recipe (`convert --recipe list`)."),
     context: int = typer.Option(4096, "--context", "-c", help="Context length (KV cache tokens)."),
     prefill: int = typer.Option(128, "--prefill", help="Prefill chunk length."),
     ring_buffer: Optional[int] = typer.Option(None, "--sliding-window-ring-buffer",
                                               help="Ring-buffer size of the sliding-window layers' KV cache."),
     vision: bool = typer.Option(False, "--vision", help="Include the vision encoder."),
     audio: bool = typer.Option(False, "--audio", help="Include the audio encoder."),
-    device: Optional[str] = typer.Option(None, "--device", "-s", help="Device serial (budget = its MemAvailable)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", "-s",
+                                         help="Device serial (budget = its MemAvailable)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name (budget = its app RAM budget)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Estimate bundle size and runtime memory; say whether it fits and what would."""
     from converters.planner import load_shape, plan
@@ -103,7 +106,8 @@ def plan_cmd(
                    + ("" if p.fits_all_resident or not p.fits else " (only with the embedding tables memory-mapped)"))
         if p.suggestions:
             typer.echo("would fit: " + "; ".join(
-                f"{s['recipe']} up to {s['context']}" + (f" (ring buffer {s['ring_buffer']})" if s["ring_buffer"] else "")
+                f"{s['recipe']} up to {s['context']}"
+                + (f" (ring buffer {s['ring_buffer']})" if s["ring_buffer"] else "")
                 for s in p.suggestions[:5]))
         else:
             typer.echo("would fit: nothing (no recipe fits even 1024 tokens)")

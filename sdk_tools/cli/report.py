@@ -10,6 +10,7 @@ import typer
 
 from gemma4_common.errors import GateFailure
 from sdk_tools.cli.common import emit_json
+from sdk_tools.cli.options import JsonOption
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -26,7 +27,7 @@ def report(
                                                   help="Baseline results to compare with (repeatable)."),
     threshold: float = typer.Option(0.05, "--threshold", help="Regression threshold (fraction, 0.05 = 5%)."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when a metric regressed."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """Write a Markdown report with tables and PNG plots of tokens/s per device, recipe and backend."""
     from sdk_tools.report import write_report

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from sdk_tools.cli.common import emit_json
+from sdk_tools.cli.options import JsonOption, VerboseOption
 
 
 def run_cmd(
@@ -17,14 +18,18 @@ def run_cmd(
     max_tokens: int = typer.Option(64, "--max-tokens", help="Most tokens to generate."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat format."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
-    image: List[Path] = typer.Option([], "--image", help="Image file for the prompt (bundles converted with --vision)."),
-    audio: List[Path] = typer.Option([], "--audio", help="Audio file (WAV) for the prompt (bundles converted with --audio)."),
-    context: Optional[int] = typer.Option(None, "--context", help="Context to run with (default: the bundle's longest cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    image: List[Path] = typer.Option([], "--image",
+                                     help="Image file for the prompt (bundles converted with --vision)."),
+    audio: List[Path] = typer.Option([], "--audio",
+                                     help="Audio file (WAV) for the prompt (bundles converted with --audio)."),
+    context: Optional[int] = typer.Option(None, "--context",
+                                          help="Context to run with (default: the bundle's longest cache)."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Generate greedily and print time to first token, prefill and decode tokens/s."""
     from converters.bundle import require_verified
-    from gemma4_common.gemma4_format import STOP_SEQUENCES, Message, render_prompt
+    from gemma4_common.gemma4_format import STOP_SEQUENCES, Message, cut_at_stop, render_prompt
     from on_device.engine import HostEngine
 
     from gemma4_common import validate
@@ -57,9 +62,7 @@ def run_cmd(
         else:
             text = prompt if raw else render_prompt([Message("user", prompt)], system=system, add_bos=False)
             g = eng.generate(text, max_new_tokens=max_tokens, stop=STOP_SEQUENCES)
-    from on_device.agent.host import cut_at_stop
-
-    answer = cut_at_stop(g.text, STOP_SEQUENCES, keep=False)[0]
+    answer = cut_at_stop(g.text)[0]
     st = g.stats
     if as_json:
         emit_json({"bundle": str(bundle), "prompt": prompt, "response": answer, "stopped_by": g.stopped_by,

@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json
+from sdk_tools.cli.common import emit_json, progress_reporter
+from sdk_tools.cli.options import JsonOption, VerboseOption
 
 
 def sweep_cmd(
@@ -26,7 +27,8 @@ def sweep_cmd(
                                               help="Calibration prompts for static recipes and NPU rows (chat JSONL, "
                                                    "or `default`: the built-in set, also used when omitted)."),
     npu: List[str] = typer.Option([], "--npu", help="Add a row per vendor for its NPU variant, e.g. qualcomm:SM8750."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Convert CHECKPOINT with each recipe (one export) and write the recipe table."""
     from sdk_tools.accuracy.evalset import load_eval
@@ -41,7 +43,7 @@ def sweep_cmd(
         validate.positive(v, flag, example=64)
     check_output_dir(out, "-o")
     items = load_eval(eval_file, limit)
-    with RichProgress(enabled=not as_json) as progress:
+    with progress_reporter(rich=not as_json) as progress:
         res = sweep(checkpoint, list(recipes), out, items, settings=VerifySettings(max_new_tokens=max_new_tokens),
                     cache_length=cache_length, bench_prefill=bench_prefill, bench_decode=bench_decode,
                     calibration=calibration, npu_targets=list(npu), progress=progress)

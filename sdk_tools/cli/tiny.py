@@ -8,14 +8,15 @@ from typing import Optional
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json, emit_rows
+from sdk_tools.cli.common import emit_json, emit_rows, progress_reporter
+from sdk_tools.cli.options import JsonOption, VerboseOption
 
 tiny_app = typer.Typer(help="Built-in tiny Gemma 4 models of the real architecture, trained locally.",
                        no_args_is_help=True)
 
 
 @tiny_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_cmd(as_json: JsonOption = False) -> None:
     """The tiny models this version can build, and whether each is cached."""
     from sdk_tools.tinymodels.build import SPECS, cache_root
 
@@ -35,7 +36,8 @@ def build_cmd(
     name: str = typer.Argument("e2b-tiny", help="e2b-tiny or e4b-tiny"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Also copy the checkpoint here."),
     force: bool = typer.Option(False, "--force", help="Retrain even if cached."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Build and train a tiny checkpoint (a few CPU minutes; cached by content hash)."""
     from gemma4_common.errors import UserError
@@ -48,7 +50,7 @@ def build_cmd(
         check_output_dir(out, "-o")
     if out is not None and out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} exists and is not empty", "choose another -o directory or pass --force")
-    with RichProgress(enabled=not as_json) as p:
+    with progress_reporter(rich=not as_json) as p:
         with p.step(f"train {name}", total=spec.train_steps):
             path = build_tiny(name, force=force, on_step=lambda s, loss: p.advance(1))
     if out is not None:

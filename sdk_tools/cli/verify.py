@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from sdk_tools.cli.common import RichProgress, emit_json
+from sdk_tools.cli.common import emit_json, progress_reporter
+from sdk_tools.cli.options import DeviceOption, JsonOption, resolve_runner, RunnerOption, VerboseOption
 
 
 def verify_cmd(
@@ -18,11 +19,11 @@ def verify_cmd(
                                              "(default: the set shipped with gemma4-mobile)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N evaluation items."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Greedy continuation length per prompt."),
-    device: Optional[str] = typer.Option(None, "--device", "-d", help="Verify on this device (serial)."),
+    device: DeviceOption = None,
     reference_device: Optional[str] = typer.Option(None, "--reference-device",
                                                    help="Reference device (normally the reference emulator); "
                                                         "default: the host engine that the emulator runs."),
-    runner: Optional[Path] = typer.Option(None, "--runner", help="Device runner (litert_lm_main) to deploy."),
+    runner: RunnerOption = None,
     seed: int = typer.Option(0, "--seed", help="Sampler seed sent to the runner (sampling is greedy)."),
     max_ppl_ratio: Optional[float] = typer.Option(None, "--max-ppl-ratio", help="Gate: bundle/reference perplexity."),
     max_mean_logprob_delta: Optional[float] = typer.Option(None, "--max-mean-logprob-delta",
@@ -30,10 +31,13 @@ def verify_cmd(
     max_p99_logprob_delta: Optional[float] = typer.Option(None, "--max-p99-logprob-delta",
                                                           help="Gate: p99 |log-prob delta|."),
     min_greedy_agreement: Optional[float] = typer.Option(None, "--min-greedy-agreement",
-                                                         help="Gate: share of prompts whose greedy text equals PyTorch's."),
+                                                         help="Gate: share of prompts whose greedy text equals "
+                                                              "PyTorch's."),
     min_device_agreement: Optional[float] = typer.Option(None, "--min-device-agreement",
-                                                         help="Gate: share of prompts where device and reference agree."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+                                                         help="Gate: share of prompts where device and reference "
+                                                              "agree."),
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the full report JSON here."),
 ) -> None:
     """Compare BUNDLE with its checkpoint (log-prob deltas, perplexity ratio, greedy agreement) or,
@@ -49,16 +53,14 @@ def verify_cmd(
     items = load_eval(eval_file, limit)
     settings = VerifySettings(max_new_tokens=max_new_tokens, seed=seed)
     settings.validate()
+    runner_path = resolve_runner(runner) if device else None
     overrides = {"max_ppl_ratio": max_ppl_ratio, "max_mean_logprob_delta": max_mean_logprob_delta,
                  "max_p99_logprob_delta": max_p99_logprob_delta, "min_greedy_agreement": min_greedy_agreement,
                  "min_device_agreement": min_device_agreement}
-    with RichProgress(enabled=not as_json) as progress:
+    with progress_reporter(rich=not as_json) as progress:
         if device:
-            from sdk_tools.deploy import find_runner
-
-            find_runner(runner)
             report = verify_device(bundle, checkpoint, items, device, reference_serial=reference_device,
-                                   runner=runner, settings=settings, overrides=overrides, progress=progress)
+                                   runner=runner_path, settings=settings, overrides=overrides, progress=progress)
         else:
             report = verify_host(bundle, checkpoint, items, settings=settings, overrides=overrides,
                                  progress=progress)

@@ -320,11 +320,6 @@ class Device(abc.ABC):
     def close(self) -> None:
         pass
 
-    def reopen(self) -> "Device":
-        """A second, independent connection to the same device (for work that runs beside this
-        one's, e.g. hashing file N on the device while file N+1 is sent)."""
-        return type(self)(self.serial)
-
     def __enter__(self) -> "Device":
         return self
 
@@ -452,9 +447,6 @@ class Device(abc.ABC):
             ram_bytes=mem.get("MemTotal"),
             ram_available_bytes=mem.get("MemAvailable"),
         )
-
-    def mkdirs(self, device_dir: PurePosixPath | str) -> None:
-        self.check_shell(join(["mkdir", "-p", str(device_dir)]), f"mkdir -p {device_dir}")
 
     def remove(self, *device_paths: PurePosixPath | str) -> None:
         if device_paths:

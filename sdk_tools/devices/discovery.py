@@ -1,17 +1,17 @@
 """Which devices are reachable and how to open one: the adb server's devices, plus TCP serials
-given on the command line, in $G4M_DEVICES, remembered from earlier use, or started with
+given on the command line, in $GEMMA4_MOBILE_DEVICES, remembered from earlier use, or started with
 `gemma4-mobile emulator start`. A serial the server knows goes through the server; another
 HOST:PORT serial is reached directly with adb-shell."""
 
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
-from gemma4_common.fsutil import atomic_write_text
+from gemma4_common.config import env, state_dir
+from gemma4_common.fsutil import atomic_write_text, read_json
 from gemma4_common.errors import UserError
 from sdk_tools.devices.base import Device, DeviceInfo
 from sdk_tools.devices.server import AdbServer, ServerDevice, ServerDeviceEntry
@@ -33,11 +33,6 @@ PROBE_TIMEOUT_S = 3.0
 APP_DIR = "/data/local/tmp"
 
 
-def state_dir() -> Path:
-    base = os.environ.get("GEMMA4_MOBILE_HOME")
-    return Path(base) if base else Path.home() / ".cache" / "gemma4-mobile"
-
-
 def _remembered_file() -> Path:
     return state_dir() / "devices.json"
 
@@ -50,11 +45,9 @@ def write_state_text(path: Path, text: str) -> None:
 
 
 def remembered_serials() -> list[str]:
-    try:
-        data = json.loads(_remembered_file().read_text())
-        return [s for s in data.get("tcp", []) if isinstance(s, str)]
-    except (OSError, ValueError, AttributeError):
-        return []
+    data = read_json(_remembered_file(), missing={}, broken={})  # a convenience: a broken file is forgotten
+    tcp = data.get("tcp") if isinstance(data, dict) else None
+    return [s for s in tcp if isinstance(s, str)] if isinstance(tcp, list) else []
 
 
 def remember_serial(serial: str) -> None:
@@ -86,7 +79,7 @@ def _started_emulators() -> list[str]:
 
 
 def _env_serials() -> list[str]:
-    return [s.strip() for s in os.environ.get("G4M_DEVICES", "").split(",") if s.strip()]
+    return [s.strip() for s in (env("DEVICES") or "").split(",") if s.strip()]
 
 
 def candidate_tcp_serials(extra: Iterable[str] = ()) -> list[str]:

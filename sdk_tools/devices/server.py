@@ -13,11 +13,9 @@ import os
 import select
 import socket
 import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gemma4_common.errors import UserError
 from sdk_tools.devices.base import (Device, DeviceCommandError, DeviceStat, ProgressFn, ServiceRefused,
                                     ShellResult, file_pieces, parse_v2_stream, sync_send_batches)
 
@@ -140,10 +138,6 @@ class AdbServer:
         except AdbServerError:
             return set()
 
-    def connect_tcp(self, serial: str) -> str:
-        """`host:connect:HOST:PORT`: the server's reply text (it says OKAY even when it fails)."""
-        return self.query(f"host:connect:{serial}")
-
     def open_service(self, serial: str, service: str) -> socket.socket:
         """A socket connected to `service` on the device `serial`."""
         sock = self._socket()
@@ -176,9 +170,6 @@ class ServerDevice(Device):
         super().__init__(serial)
         self.server = server or AdbServer()
         self._features: set[str] | None = None
-
-    def reopen(self) -> "ServerDevice":
-        return ServerDevice(self.serial, self.server)
 
     @property
     def features(self) -> set[str]:
@@ -218,7 +209,8 @@ class ServerDevice(Device):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             except OSError:
                 pass  # the system's default buffer still works, only slower
-            for piece, nbytes, _check in sync_send_batches(local, device_path, mode, mtime if mtime is not None else self._push_mtime,
+            for piece, nbytes, _check in sync_send_batches(local, device_path, mode,
+                                                           mtime if mtime is not None else self._push_mtime,
                                                            PUSH_BATCH):
                 sock.sendall(piece)
                 if progress and nbytes:
@@ -311,11 +303,3 @@ class ServerDevice(Device):
                 raise ConnectionError(f"unexpected sync reply {ident!r}")
             sock.sendall(_sync_req(b"QUIT", b""))
             return DeviceStat(mode, size, mtime)
-
-
-def require_server(server: AdbServer | None = None) -> AdbServer:
-    server = server or AdbServer()
-    if not server.available():
-        raise UserError(f"no adb server answers on {server.host}:{server.port}",
-                        "start one with `adb start-server` (or set ANDROID_ADB_SERVER_PORT)")
-    return server

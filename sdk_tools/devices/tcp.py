@@ -44,9 +44,15 @@ def _fast_checksum(data) -> int:
     return total & 0xFFFFFFFF
 
 
-# adb-shell looks the function up by module global at call time (adb_message and adb_device).
-_adb_message.checksum = _fast_checksum
-_adb_device_mod.checksum = _fast_checksum
+def patch_adb_shell_checksum(fn) -> None:
+    """Make adb-shell sum packets with `fn`. Its private detail, fenced here (tests/test_compat.py
+    fails when it changes): adb-shell 0.4 calls the module globals `adb_message.checksum` (for what
+    it sends) and `adb_device.checksum` (its own import of it, for what it receives) at call time."""
+    _adb_message.checksum = fn
+    _adb_device_mod.checksum = fn
+
+
+patch_adb_shell_checksum(_fast_checksum)
 
 CONNECT_TIMEOUT_S = 10.0
 # How long to wait, after the device refused our signature and got our public key, for it to accept
@@ -127,7 +133,8 @@ class _Transport(BaseTransport):
         self._sock: socket.socket | None = None
 
     def connect(self, transport_timeout_s):
-        self._sock = socket.create_connection((self._host, self._port), timeout=transport_timeout_s or CONNECT_TIMEOUT_S)
+        self._sock = socket.create_connection((self._host, self._port),
+                                              timeout=transport_timeout_s or CONNECT_TIMEOUT_S)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._sock.settimeout(None)
@@ -163,6 +170,17 @@ class _Transport(BaseTransport):
             raise ConnectionResetError("connection closed")
         self._sock.sendall(data)
         return len(data)
+
+
+def adb_shell_raw_service(adb: AdbDevice, service: bytes, command: bytes, *, read_timeout_s: float,
+                          timeout_s: float | None) -> bytes:
+    """The raw output of `service:command` on the device (service e.g. b"shell,v2,raw").
+
+    adb-shell's private detail, fenced here (tests/test_compat.py fails when it changes): its public
+    shell() only opens `shell:`; adb-shell 0.4's `AdbDevice._service`, which shell() wraps, takes
+    any service name."""
+    return adb._service(service, command, transport_timeout_s=None, read_timeout_s=read_timeout_s,
+                        timeout_s=timeout_s, decode=False)
 
 
 def negotiated_max_payload(adb: AdbDevice) -> int:
@@ -327,7 +345,6 @@ class TcpDevice(Device):
         super().__init__(serial)
         host, port = split_serial(serial)
         self._host, self._port = host, port
-        self._key_path = key_path
         self._transport = _Transport(host, port)
         self._adb = AdbDevice(self._transport, default_transport_timeout_s=None)
         key = key_path or adb_key_path()
@@ -360,9 +377,6 @@ class TcpDevice(Device):
         self._bulk_refused = False
         self._bulk_sock: socket.socket | None = None
 
-    def reopen(self) -> "TcpDevice":
-        return TcpDevice(self.serial, key_path=self._key_path)
-
     def close(self) -> None:
         try:
             self._adb.close()
@@ -382,8 +396,8 @@ class TcpDevice(Device):
     # ---- primitives --------------------------------------------------------------------------
     def _shell(self, command: str, timeout_s: float | None) -> ShellResult:
         try:
-            raw = self._adb._service(b"shell,v2,raw", command.encode("utf-8"), transport_timeout_s=None,
-                                     read_timeout_s=timeout_s or LONG_READ_S, timeout_s=timeout_s, decode=False)
+            raw = adb_shell_raw_service(self._adb, b"shell,v2,raw", command.encode("utf-8"),
+                                        read_timeout_s=timeout_s or LONG_READ_S, timeout_s=timeout_s)
         except _CONN_ERRORS as e:
             raise ConnectionError(_reason(e)) from None
         return parse_v2_stream(raw)

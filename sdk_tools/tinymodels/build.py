@@ -9,14 +9,13 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from gemma4_common.config import state_dir
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import atomic_dir
 from gemma4_common.gemma4_format import SPECIAL_TOKENS
@@ -91,8 +90,7 @@ def get_spec(name: str) -> TinySpec:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("GEMMA4_MOBILE_HOME")
-    return Path(base) if base else Path.home() / ".cache" / "gemma4-mobile"
+    return state_dir()
 
 
 def make_tokenizer(texts: list[str], vocab_size: int):

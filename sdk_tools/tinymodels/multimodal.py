@@ -117,7 +117,8 @@ def _build(final: Path) -> None:
     import torch
     from transformers import Gemma4ForConditionalGeneration
     from transformers.models.gemma4.feature_extraction_gemma4 import Gemma4AudioFeatureExtractor
-    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil as Gemma4ImageProcessor  # torchvision-free
+    # the PIL image processor: torchvision-free
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil as Gemma4ImageProcessor
 
     torch.manual_seed(SEED)
     tok = make_tokenizer()
