@@ -4,12 +4,11 @@ content hash under $GEMMA4_MOBILE_HOME or ~/.cache/gemma4-mobile), plus the emul
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+# tests/ is on sys.path through pyproject's [tool.pytest.ini_options] pythonpath
 pytest_plugins = ["conftest_emulator"]
 
 # The recipes the accuracy/size tests compare; converted together (one float export).

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from gemma4_common.errors import GateFailure, UserError
+from gemma4_common.gemma4_format import cut_at_stop
 from sdk_tools.accuracy import gates as gates_lib
 from sdk_tools.accuracy import metrics
-from sdk_tools.accuracy.evalset import DEFAULT_EVAL, default_items_from_corpus, load_eval
+from sdk_tools.accuracy.evalset import default_items_from_corpus, load_eval
+
+from support.cli import cli
 
 N_ITEMS = 14  # the first N of the shipped set: two of each kind
 SETTINGS_TOKENS = 24
@@ -29,16 +32,14 @@ def test_default_eval_set_is_shipped_and_current():
     assert {i.kind for i in load_eval(limit=len(kinds))} == kinds  # interleaved: --limit N covers every kind
 
 
-def test_malformed_eval_file_names_the_line(tmp_path, capsys):
-    from sdk_tools.cli.app import main
-
+def test_malformed_eval_file_names_the_line(tmp_path):
     bad = tmp_path / "eval.jsonl"
     bad.write_text('{"prompt": "a", "target": "b"}\n\n{"prompt": "c", "target": }\n')
     with pytest.raises(UserError, match=r"line 3 is not valid JSON"):
         load_eval(bad)
-    rc = main(["verify", str(tmp_path), "--checkpoint", str(tmp_path), "--eval", str(bad)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "eval.jsonl line 3 is not valid JSON" in err[0]
+    res = cli("verify", tmp_path, "--checkpoint", tmp_path, "--eval", bad)
+    err = res.err.strip().splitlines()
+    assert res.code == 2 and len(err) == 1 and "eval.jsonl line 3 is not valid JSON" in err[0]
 
     cases = {'["prompt", "target"]\n': "line 1 is a JSON list", '{"prompt": "x"}\n': 'line 1: "target" is missing',
              '{"prompt": 1, "target": "y"}\n': 'line 1: "prompt" is a int', "\n\n": "has no items",
@@ -60,7 +61,9 @@ def test_metrics_and_gates_without_a_model():
     assert metrics.first_divergence([1, 2, 3], [1, 2, 3]) is None
     assert metrics.first_divergence([1, 2, 3], [1, 5, 3]) == 1
     assert metrics.first_divergence([1, 2], [1, 2, 3]) == 2
-    assert metrics.normalize_generation("Paris.<turn|>\n", ["<turn|>", "<eos>"]) == "Paris."
+    assert cut_at_stop("Paris.<turn|>\n", ["<turn|>", "<eos>"]) == ("Paris.", "<turn|>")
+    assert cut_at_stop("Paris.<turn|>\n", keep=True) == ("Paris.<turn|>", "<turn|>")
+    assert cut_at_stop("Paris.") == ("Paris.", None)
     a = metrics.agreement(["ab", "cd"], ["ab", "ce"], tokenize=list)
     assert a.rate == 0.5 and a.per_prompt[1]["first_divergence"] == 1
     import torch
@@ -142,6 +145,7 @@ def _failed(report):
     return [c["metric"] for c in report["gate_results"] if not c["passed"]]
 
 
+@pytest.mark.slow
 def test_float_bundle_passes_tight_gates(host_reports):
     rep = host_reports["fp32"]
     s = rep["summary"]
@@ -154,6 +158,7 @@ def test_float_bundle_passes_tight_gates(host_reports):
     json.dumps(rep)
 
 
+@pytest.mark.slow
 def test_damaged_bundle_fails_tight_gates(damaged_bundle, tiny_e2b, items, settings, e2b_reference, host_reports):
     from sdk_tools.accuracy.verify import raise_on_failure, verify_host
 
@@ -172,26 +177,22 @@ def test_damaged_bundle_fails_tight_gates(damaged_bundle, tiny_e2b, items, setti
     assert by_class["int4"]["passed"], _failed(by_class["int4"])
 
 
-def test_cli_verify_exit_status_and_report(damaged_bundle, e2b_fp32_bundle, tiny_e2b, tmp_path, capsys):
-    from sdk_tools.cli.app import main
-
+@pytest.mark.slow
+def test_cli_verify_exit_status_and_report(damaged_bundle, e2b_fp32_bundle, tiny_e2b, tmp_path):
     out = tmp_path / "report.json"
-    rc = main(["verify", str(e2b_fp32_bundle), "--checkpoint", str(tiny_e2b), "--limit", "3",
-               "--max-new-tokens", "16", "--json", "-o", str(out)])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.err
+    cap = cli("verify", e2b_fp32_bundle, "--checkpoint", tiny_e2b, "--limit", "3", "--max-new-tokens", "16",
+              "--json", "-o", out)
+    assert cap.code == 0, cap.err
     assert json.loads(cap.out)["passed"] is True and json.loads(out.read_text())["summary"]["items"] == 3
-    rc = main(["verify", str(damaged_bundle), "--checkpoint", str(tiny_e2b), "--limit", "3",
-               "--max-new-tokens", "16"])
-    cap = capsys.readouterr()
-    assert rc == 1
+    cap = cli("verify", damaged_bundle, "--checkpoint", tiny_e2b, "--limit", "3", "--max-new-tokens", "16")
+    assert cap.code == 1
     assert "gate failed:" in cap.err and "mean_logprob_delta" in cap.err.strip().splitlines()[-1]
     assert "FAIL mean_logprob_delta" in cap.out
     # a loose enough override lets it through
-    rc = main(["verify", str(damaged_bundle), "--checkpoint", str(tiny_e2b), "--limit", "3",
-               "--max-new-tokens", "16", "--max-ppl-ratio", "100", "--max-mean-logprob-delta", "100",
-               "--max-p99-logprob-delta", "100", "--min-greedy-agreement", "0"])
-    assert rc == 0, capsys.readouterr().err
+    cap = cli("verify", damaged_bundle, "--checkpoint", tiny_e2b, "--limit", "3", "--max-new-tokens", "16",
+              "--max-ppl-ratio", "100", "--max-mean-logprob-delta", "100", "--max-p99-logprob-delta", "100",
+              "--min-greedy-agreement", "0")
+    assert cap.code == 0, cap.err
 
 
 # ---- on a device against the reference emulator -------------------------------------------------
@@ -203,6 +204,7 @@ def adb_keys_home(tmp_path, monkeypatch):
 DEVICE_ITEMS = 6
 
 
+@pytest.mark.slow
 def test_device_verify_agrees_with_reference_emulator(emulator_factory, e2b_int8_bundle, tiny_e2b, runner_file,
                                                       settings, e2b_reference, adb_keys_home):
     from sdk_tools.accuracy.verify import verify_device
@@ -220,6 +222,7 @@ def test_device_verify_agrees_with_reference_emulator(emulator_factory, e2b_int8
     assert s["device_greedy_agreement"] is not None
 
 
+@pytest.mark.slow
 def test_device_verify_detects_a_device_running_another_model(emulator_factory, e2b_bundles, damaged_bundle, tiny_e2b,
                                                               runner_file, settings, e2b_reference, adb_keys_home):
     """The device's runner loads another model (exported from perturbed weights) whenever it is

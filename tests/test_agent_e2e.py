@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from helpers import assert_one_line_error, cli
 from on_device.agent import AgentLoop, Message, ToolRegistry, render_prompt
 from on_device.agent.constrained import generate_json
-from on_device.agent.host import HostTextEngine, RunnerTextEngine, cut_at_stop
+from gemma4_common.gemma4_format import cut_at_stop
+from on_device.agent.host import HostTextEngine, RunnerTextEngine
 from on_device.runner_contract import RunnerResult
 from sdk_tools.tinymodels import corpus
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "on_device" / "agent" / "examples"
+from support import REPO
+from support.cli import assert_one_line_error, cli
+
+EXAMPLES = REPO / "on_device" / "agent" / "examples"
 TOY_PY = EXAMPLES / "toy_tools.py"
 TOY_JSON = EXAMPLES / "toy_tools.json"
 
@@ -141,6 +143,7 @@ def test_constrained_json_tiny_model_host(host_engine):
     assert kept >= len(TRAINED_PROMPTS) // 2  # the tiny model learned the format for most of them
 
 
+@pytest.mark.slow
 def test_constrained_json_tiny_model_rich_schema(host_engine):
     for q in ["Describe Paris as JSON.", "What is the weather in Rome?", "Hello!"]:
         prompt = render_prompt([Message("user", q)], add_bos=False)
@@ -174,10 +177,12 @@ def test_agent_loop_host_calls_the_right_tool(host_engine):
 
 
 def test_agent_loop_on_emulator_through_adb(emulator, e2b_int8_bundle, runner_file):
-    from sdk_tools.cli.agent import open_engine
+    from sdk_tools.devices.discovery import open_device
+    from sdk_tools.engines import open_text_engine
 
-    with open_engine(e2b_int8_bundle, emulator.serial, runner=runner_file, timeout_s=300, quiet=True) as eng:
-        assert isinstance(eng, RunnerTextEngine)
+    with open_device(emulator.serial) as dev, \
+            open_text_engine(e2b_int8_bundle, dev, runner=runner_file, timeout_s=300) as eng:
+        assert isinstance(eng, RunnerTextEngine) and eng.deployment.has_runner
         reg = ToolRegistry.load(TOY_JSON)
         tr = AgentLoop(eng, reg, system=corpus.SYSTEM_TOOLS, max_steps=4, max_new_tokens=64).run(
             "What is the weather in Paris?")
@@ -242,15 +247,15 @@ def test_cli_agent_on_emulator(emulator, e2b_int8_bundle, runner_file):
 
 
 @pytest.mark.parametrize("setup,args,needles", [
-    ("none", ["--tools", "{tmp}/missing.json"], ["tools file not found"]),
+    ("none", ["--tools", "{tmp}/missing.json"], ["tools file", "does not exist"]),
     ("none", ["--tools", "{tmp}/missing.py"], ["not found"]),
-    ("malformed", ["--tools", "{tmp}/tools.json"], ["invalid JSON"]),
+    ("malformed", ["--tools", "{tmp}/tools.json"], ["not valid JSON"]),
     ("wrong_shape", ["--tools", "{tmp}/tools.json"], ["expected a list"]),
     ("bad_schema", ["--tools", "{tmp}/tools.json"], ["parameters schema"]),
     ("broken_py", ["--tools", "{tmp}/tools.py"], ["importing"]),
     ("none", [], ["no tools given"]),
-    ("malformed", ["--json-schema", "{tmp}/tools.json"], ["invalid JSON"]),
-    ("none", ["--json-schema", "{tmp}/nope.json"], ["schema file not found"]),
+    ("malformed", ["--json-schema", "{tmp}/tools.json"], ["not valid JSON"]),
+    ("none", ["--json-schema", "{tmp}/nope.json"], ["schema file", "does not exist"]),
     ("none", ["--tools", str(TOY_JSON), "--json-schema", str(TOY_JSON)], ["cannot be combined"]),
     ("none", ["--tools", str(TOY_JSON), "--max-steps", "0"], ["--max-steps"]),
     ("none", ["--tools", str(TOY_JSON)], ["not a bundle directory"]),

@@ -18,7 +18,6 @@ from on_device.agent import (
     ToolSpec,
     render_model_turn,
     render_prompt,
-    tool,
     validate_arguments,
 )
 from on_device.agent.schema import SchemaDefinitionError, check_schema
@@ -227,8 +226,9 @@ def test_registry_from_module_with_decorator(tmp_path):
 
 def test_registry_from_json_binds_sibling_module(tmp_path):
     (tmp_path / "tools.json").write_text(json.dumps([WEATHER.to_dict(),
-                                                     {"type": "function", "function": {"name": "battery", "description": "",
-                                                      "parameters": {"type": "object", "properties": {}}}}]))
+                                                     {"type": "function", "function": {
+                                                         "name": "battery", "description": "",
+                                                         "parameters": {"type": "object", "properties": {}}}}]))
     (tmp_path / "tools.py").write_text("def get_weather(city, unit='celsius', days=1):\n    return city\n"
                                       "TOOLS = {'battery': lambda: 80}\n")
     for path in (tmp_path / "tools.json", tmp_path / "tools.py"):

@@ -14,11 +14,13 @@ from converters.bundle import manifest_hash
 from gemma4_common.errors import UserError
 from gemma4_common.shell import join
 from on_device.runner_contract import RunnerInvocation
-from sdk_tools.bench import BenchSettings, bench, percentile, run_runner, summarize
+from gemma4_common.stats import percentile
+from sdk_tools.bench import BenchSettings, bench, run_runner, summarize
 from sdk_tools.deploy import deploy
 from sdk_tools.devices.tcp import TcpDevice
-from test_deploy import DEV_DIR, fake_runner, make_bundle
 
+from support.cli import cli
+from support.deploy import DEV_DIR, fake_runner, make_bundle
 
 pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
@@ -103,9 +105,7 @@ def test_bench_npu_on_device_without_npu_model(emulator_factory, tmp_path, runne
         bench(dev, make_bundle(tmp_path), BenchSettings(backend="npu", runs=1, warmup=0), runner=runner_file)
 
 
-def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file, capsys):
-    from sdk_tools.cli.app import main
-
+def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file):
     # All three must be inside their first run at once: proof that the fleet runs in parallel.
     barrier = threading.Barrier(3, timeout=20)
     emus = []
@@ -124,11 +124,9 @@ def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file, 
     emus.append(emulator_factory("dimensity-9300", runner=fake_runner(delay=0.3, on_call=first_together)))
     bundle = make_bundle(tmp_path)
     out = tmp_path / "results"
-    capsys.readouterr()
-    rc = main(["bench", str(bundle), "--device", ",".join(e.serial for e in emus), "--runs", "3", "--warmup", "0",
-               "--prefill", "8", "--decode", "4", "--runner", str(runner_file), "--out", str(out), "--json"])
-    captured = capsys.readouterr()
-    assert rc == 2
+    captured = cli("bench", bundle, "--device", ",".join(e.serial for e in emus), "--runs", "3", "--warmup", "0",
+                   "--prefill", "8", "--decode", "4", "--runner", runner_file, "--out", out, "--json")
+    assert captured.code == 2
     doc = json.loads(captured.out)
     assert set(doc["results"]) == {emus[0].serial, emus[2].serial}
     assert set(doc["failures"]) == {emus[1].serial}
@@ -141,18 +139,14 @@ def test_fleet_one_device_stops_midway(emulator_factory, tmp_path, runner_file, 
         assert len(data["runs"]) == 3 and data["summary"]["decode_tps"]["n"] == 3
 
 
-def test_bench_end_to_end_tiny_bundle(emulator, e2b_int8_bundle, tmp_path, capsys):
+def test_bench_end_to_end_tiny_bundle(emulator, e2b_int8_bundle, tmp_path):
     """The emulator's real runner (LiteRT-LM on the host CPU) on a converted tiny Gemma 4 bundle."""
-    from sdk_tools.cli.app import main
-
     runner = tmp_path / "litert_lm_main"
-    assert main(["emulator", "runner", "-o", str(runner)]) == 0
+    assert cli("emulator", "runner", "-o", runner).code == 0
     out = tmp_path / "results"
-    capsys.readouterr()
-    rc = main(["bench", str(e2b_int8_bundle), "--device", emulator.serial, "--prefill", "16", "--decode", "8",
-               "--runs", "2", "--warmup", "0", "--runner", str(runner), "--out", str(out), "--json"])
-    captured = capsys.readouterr()
-    assert rc == 0, captured.err
+    captured = cli("bench", e2b_int8_bundle, "--device", emulator.serial, "--prefill", "16", "--decode", "8",
+                   "--runs", "2", "--warmup", "0", "--runner", runner, "--out", out, "--json")
+    assert captured.code == 0, captured.err
     doc = json.loads(captured.out)
     summary = doc["results"][emulator.serial]
     data = json.loads(Path(summary["file"]).read_text())
@@ -163,10 +157,10 @@ def test_bench_end_to_end_tiny_bundle(emulator, e2b_int8_bundle, tmp_path, capsy
     assert data["summary"]["decode_tps"]["min"] <= data["summary"]["decode_tps"]["median"] <= \
         data["summary"]["decode_tps"]["max"]
     # Unparseable/unsupported: gpu on the emulator fails like a phone without a GPU delegate.
-    rc = main(["bench", str(e2b_int8_bundle), "--device", emulator.serial, "--backend", "gpu", "--runs", "1",
-               "--warmup", "0", "--prefill", "8", "--decode", "4", "--runner", str(runner), "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[-1].startswith("error: the runner failed") and "GPU" in err[-1]
+    res = cli("bench", e2b_int8_bundle, "--device", emulator.serial, "--backend", "gpu", "--runs", "1",
+              "--warmup", "0", "--prefill", "8", "--decode", "4", "--runner", runner, "--out", out)
+    err = res.err.strip().splitlines()
+    assert res.code == 2 and err[-1].startswith("error: the runner failed") and "GPU" in err[-1]
 
 
 def test_npu_deploy_and_bench_on_device_without_npu(emulator_factory, tmp_path, runner_file):

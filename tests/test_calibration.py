@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from helpers import assert_one_line_error, cli
+from support.cli import assert_one_line_error, cli
 
 
 def _chat(user: str, answer: str | None = None) -> str:
@@ -98,6 +98,7 @@ def static_bundles(tiny_e2b, tmp_path_factory):
     return work, f, {b["recipe"]: b["bundle"] for b in res.json()["bundles"]}
 
 
+@pytest.mark.slow
 def test_static_bundles_manifest_and_census(static_bundles):
     from pathlib import Path
 
@@ -117,6 +118,7 @@ def test_static_bundles_manifest_and_census(static_bundles):
         assert r["census"]["tf_lite_prefill_decode"]["decode"]["ops"] == dec["ops"]
 
 
+@pytest.mark.slow
 def test_static_bundle_accuracy_on_the_interpreter(static_bundles, tiny_e2b):
     """Measured with verify's metrics on the LiteRT interpreter. Plain static recipes quantize the
     whole graph (norms, softmax, mask) and lose accuracy on the tiny model: the int8 gates are
@@ -137,6 +139,7 @@ def test_static_bundle_accuracy_on_the_interpreter(static_bundles, tiny_e2b):
     assert s["greedy_agreement"] is not None
 
 
+@pytest.mark.slow
 def test_sweep_rows_for_static_recipes(static_bundles, tiny_e2b):
     """The sweep's table gains rows for static recipes, measured on the interpreter (no host speed)."""
     from pathlib import Path

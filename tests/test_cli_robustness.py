@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, assert_one_line_error, cli, cli_subprocess, copy_checkpoint, leftovers
+from support import REPO
+from support.cli import assert_one_line_error, cli, cli_subprocess
+from support.files import copy_checkpoint, leftovers
 
 # ---------------------------------------------------------------- every command: usage errors
 
@@ -171,7 +173,9 @@ def test_a_command_imports_only_its_own_module():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     loaded = r.stdout.strip().splitlines()[-1]
-    assert loaded == "['sdk_tools.cli.app', 'sdk_tools.cli.common', 'sdk_tools.cli.push']", loaded
+    # common and options: the renderers and the options every command shares
+    assert loaded == ("['sdk_tools.cli.app', 'sdk_tools.cli.common', 'sdk_tools.cli.options', "
+                      "'sdk_tools.cli.push']"), loaded
 
 
 def test_bare_group_prints_its_help():
@@ -314,19 +318,15 @@ def test_prompt_not_utf8_in_process(tmp_path, e2b_int8_bundle):
 
 def test_prompt_not_utf8_from_argv_and_stdin(e2b_int8_bundle, tmp_path):
     """Real bytes that are not UTF-8, in argv and piped to `agent` on stdin."""
-    exe = str(Path(sys.executable).with_name("gemma4-mobile"))
-    res = subprocess.run([exe, "run", str(e2b_int8_bundle), "--prompt", b"caf\xe9"], capture_output=True,
-                         timeout=120)
-    res = subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
+    res = cli_subprocess("run", e2b_int8_bundle, "--prompt", b"caf\xe9", timeout=120)
     assert_one_line_error(res, "not valid utf-8")
     tools = tmp_path / "tools.py"
     tools.write_text("from on_device.agent import tool\n\n@tool\ndef ping() -> str:\n    'Ping.'\n    return 'pong'\n")
-    res = subprocess.run([exe, "agent", str(e2b_int8_bundle), "--tools", str(tools)], input=b"caf\xe9\n",
-                         capture_output=True, timeout=120)
-    res = subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
+    res = cli_subprocess("agent", e2b_int8_bundle, "--tools", tools, input=b"caf\xe9\n", timeout=120)
     assert_one_line_error(res, "not valid utf-8")
 
 
+@pytest.mark.slow
 def test_huge_eval_item_is_skipped_with_a_note_before_either_side_runs(tiny_e2b, e2b_int8_bundle, tmp_path):
     """Issue 15: an item the cache cannot hold is skipped (and said so in the report); exit 2 only
     when nothing is left."""

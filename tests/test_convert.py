@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import resource
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from helpers import assert_one_line_error, cli, cli_subprocess, copy_checkpoint, leftovers
+from support.cli import assert_one_line_error, cli, cli_popen, cli_subprocess
+from support.files import copy_checkpoint, leftovers
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
@@ -120,6 +118,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_disk_write_failure_leaves_nothing(tiny_e2b, tmp_path):
     """A real write failure (the process may not write files over 64 KiB) mid-export."""
     out = tmp_path / "out"
@@ -130,14 +129,12 @@ def test_disk_write_failure_leaves_nothing(tiny_e2b, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_convert_leaves_no_bundle(tiny_e2b, tmp_path, sig):
     out = tmp_path / "out"
-    exe = Path(sys.executable).with_name("gemma4-mobile")
     # a shell's background jobs inherit SIGINT ignored; the user's Ctrl-C reaches a foreground one
-    proc = subprocess.Popen([str(exe), "convert", str(tiny_e2b), "-o", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = cli_popen("convert", tiny_e2b, "-o", out, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     # wait until the export has started writing its work dir, then interrupt
     while time.time() < deadline and not leftovers(tmp_path):
@@ -193,6 +190,7 @@ def test_inspect_detects_tampering(e2b_int8_bundle, tmp_path):
     assert "mismatch" in res.out
 
 
+@pytest.mark.slow
 def test_reconvert_into_existing_bundle_replaces_it(tiny_e2b, e2b_int8_bundle, tmp_path):
     """An existing bundle may be overwritten without --force; the result is a complete bundle."""
     import shutil

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains (cached), converts two bundles, benchmarks and runs an agent
+
 
 def test_demo_end_to_end(tiny_e2b, tmp_path, monkeypatch):
     from sdk_tools.demo import run_demo

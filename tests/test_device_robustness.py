@@ -16,20 +16,16 @@ import pytest
 
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import sha256_file
-from helpers import cli, cli_subprocess
 from on_device.runner_contract import RUNNER_NAME
 from sdk_tools.deploy import PART_SUFFIX, deploy
 from sdk_tools.devices.tcp import TcpDevice
-from test_deploy import device_file, make_bundle
+
+from support.cli import assert_one_line_error, cli, cli_subprocess
+from support.deploy import make_bundle
+from support.emulator import adb_shell_client, device_file
 
 pytestmark = pytest.mark.usefixtures("isolated_device_env")
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-robust")
-
-
-def _one_error_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
-    return lines[0]
 
 
 def test_refused_key_is_named_at_once(emulator_factory, tmp_path, runner_file):
@@ -47,7 +43,7 @@ def test_refused_key_is_named_at_once(emulator_factory, tmp_path, runner_file):
     assert waited < emu.config.handshake_timeout_s / 2
     bundle = make_bundle(tmp_path, size=64 << 10)
     r = cli("push", bundle, "--device", emu.serial, "--runner", runner_file)
-    assert r.code == 2 and "refused this computer's adb key" in _one_error_line(r.err)
+    assert "refused this computer's adb key" in assert_one_line_error(r)
     # Doing what the message says authorizes it.
     pub = Path(os.environ["ANDROID_USER_HOME"]) / "adbkey.pub"
     keys.write_text(pub.read_text())
@@ -82,17 +78,16 @@ def test_three_concurrent_pushes_to_one_device(emulator_factory, tmp_path, runne
     assert leftovers == []
 
 
-def test_push_restores_a_lost_exec_bit(emulator_factory, tmp_path, runner_file):
-    emu = emulator_factory()
+def test_push_restores_a_lost_exec_bit(device, tmp_path, runner_file):
+    dev = device
     bundle = make_bundle(tmp_path, size=64 << 10)
-    with TcpDevice(emu.serial) as dev:
-        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        dev.check_shell(f"chmod 644 {DEV_DIR / RUNNER_NAME}", "dropping the exec bit")
-        d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert d2.bytes_pushed == 0  # the bytes were right: only the mode is repaired
-        assert dev.shell(f"stat -c %a {DEV_DIR / RUNNER_NAME}")[1].strip() == "755"
-        rc, out, err = dev.shell(f"{DEV_DIR / RUNNER_NAME} --model_path=/nope; echo rc=$?")
-        assert "Permission denied" not in out + err
+    deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    dev.check_shell(f"chmod 644 {DEV_DIR / RUNNER_NAME}", "dropping the exec bit")
+    d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    assert d2.bytes_pushed == 0  # the bytes were right: only the mode is repaired
+    assert dev.shell(f"stat -c %a {DEV_DIR / RUNNER_NAME}")[1].strip() == "755"
+    rc, out, err = dev.shell(f"{DEV_DIR / RUNNER_NAME} --model_path=/nope; echo rc=$?")
+    assert "Permission denied" not in out + err
 
 
 def _damaged_bundle(src: Path, dst: Path) -> Path:
@@ -113,14 +108,13 @@ def test_damaged_model_prints_only_our_error_line(e2b_int8_bundle, tmp_path, emu
     bundle = _damaged_bundle(e2b_int8_bundle, tmp_path / "damaged")
     # gemma4-mobile run, as a process: native code writes to fd 2, which only a subprocess shows.
     p = cli_subprocess("run", bundle, "--prompt", "hi", "--max-tokens", "4", timeout=300)
-    assert p.returncode == 2, p.stderr
-    line = _one_error_line(p.stderr)
+    line = assert_one_line_error(p)
     # The engine's own reason, taken from its captured log (on_device.engine.native_reason: fails
     # loudly here if LiteRT-LM changes its "Failed to create engine: " line).
     assert "LiteRT-LM could not load" in line and "expected version" in line, line
-    # With G4M_VERBOSE the native log is shown too.
+    # With GEMMA4_MOBILE_VERBOSE the native log is shown too.
     p = cli_subprocess("run", bundle, "--prompt", "hi", "--max-tokens", "4", timeout=300,
-                       env={**os.environ, "G4M_VERBOSE": "1"})
+                       env={**os.environ, "GEMMA4_MOBILE_VERBOSE": "1"})
     assert p.returncode == 2 and "engine.cc" in p.stderr and len(p.stderr.strip().splitlines()) > 1
     # The emulator's runner: one contract error line, no engine log lines.
     emu = emulator_factory()
@@ -135,15 +129,11 @@ def test_damaged_model_prints_only_our_error_line(e2b_int8_bundle, tmp_path, emu
 def test_stale_upload_of_a_killed_emulator_is_removed_on_restart(managed_emulator, tmp_path):
     """kill -9 the emulator in the middle of a push: the hidden temporary it was writing must not
     survive the next start on that root (it would count against storage forever)."""
-    from adb_shell.adb_device import AdbDevice
-    from sdk_tools.devices.tcp import _Transport
-
     root = tmp_path / "devroot"
     rec = managed_emulator(root=root)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(16 << 20))
-    dev = AdbDevice(_Transport("127.0.0.1", rec.port), default_transport_timeout_s=30)
-    dev.connect(rsa_keys=None, auth_timeout_s=5)
+    dev = adb_shell_client(rec.port)
     sent = {"n": 0, "killed": False}
 
     def progress(_path, n, _total):
@@ -163,8 +153,7 @@ def test_stale_upload_of_a_killed_emulator_is_removed_on_restart(managed_emulato
     parts = [n for n in _image_listing(root, "/local/tmp") if n.endswith(".syncpart")]
     assert parts and parts[0].startswith(".big.bin."), parts  # the leftover of the issue
     rec = managed_emulator(root=root)
-    dev = AdbDevice(_Transport("127.0.0.1", rec.port), default_transport_timeout_s=30)
-    dev.connect(rsa_keys=None, auth_timeout_s=5)
+    dev = adb_shell_client(rec.port)
     try:
         assert dev.shell("ls -a /data/local/tmp").split() == [".", ".."]
     finally:
@@ -181,7 +170,8 @@ def _image_listing(root, path: str) -> list[str]:
         assert time.monotonic() < deadline, "the image stays mounted after the emulator died"
         time.sleep(0.05)
     r = subprocess.run(["debugfs", "-R", f"ls -p {path}", str(image)], capture_output=True, text=True, check=True)
-    return [line.split("/")[5] for line in r.stdout.splitlines() if line.count("/") >= 7]  # /ino/mode/uid/gid/name/size/
+    # /ino/mode/uid/gid/name/size/
+    return [line.split("/")[5] for line in r.stdout.splitlines() if line.count("/") >= 7]
 
 
 def _proc_state(pid: int) -> str:
@@ -215,7 +205,7 @@ def test_root_that_is_not_an_emulator_root_is_refused(tmp_path, monkeypatch):
     r = cli("emulator", "start", "--root", mine, "--json")
     if r.code == 0:  # the old behaviour: do not leave it running
         cli("emulator", "stop", json.loads(r.out)["serial"])
-    assert r.code == 2 and "not an emulator root" in _one_error_line(r.err)
+    assert "not an emulator root" in assert_one_line_error(r)
     assert sorted(p.name for p in mine.iterdir()) == before and (mine / "notes.txt").read_text() == "mine"
     from on_device.emulator import EmulatorConfig, EmulatorServer, load_profile
 

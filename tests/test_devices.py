@@ -3,7 +3,6 @@ server's socket protocol; discovery across several profiles; unknown serials; dr
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
@@ -18,6 +17,7 @@ from sdk_tools.devices.base import (DeviceOffline, parse_df_available, parse_get
 from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice
 
+from support.cli import cli
 
 pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
@@ -92,7 +92,7 @@ def test_tcp_auth_creates_key(emulator_factory, tmp_path, monkeypatch):
     assert (home / "adbkey").is_file() and (home / "adbkey.pub").is_file()
 
 
-def test_list_devices_several_profiles(adb, adb_server_env, emulator_factory, capsys):
+def test_list_devices_several_profiles(adb, adb_server_env, emulator_factory):
     profiles = ["galaxy-s24", "dimensity-9400", "pixel-8-pro"]
     emus = [emulator_factory(p) for p in profiles]
     adb.connect(emus[0].serial)
@@ -113,23 +113,22 @@ def test_list_devices_several_profiles(adb, adb_server_env, emulator_factory, ca
         assert infos[emus[0].serial].soc_vendor == "qualcomm"
         assert infos[emus[1].serial].soc_vendor == "mediatek"
 
-        from sdk_tools.cli.app import main
-
-        capsys.readouterr()
-        assert main(["devices", "--connect", emus[2].serial, "--json"]) == 0
-        listed = {d["serial"]: d for d in json.loads(capsys.readouterr().out)}
+        res = cli("devices", "--connect", emus[2].serial, "--json")
+        assert res.code == 0
+        listed = {d["serial"]: d for d in res.json()}
         assert {e.serial for e in emus} <= set(listed)
         # --connect remembers the TCP serial: listed next time without it.
         assert emus[2].serial in {i.serial for i in list_devices()}
-        assert main(["devices"]) == 0
-        text = capsys.readouterr().out
+        res = cli("devices")
+        assert res.code == 0
+        text = res.out
         assert "SM8650" in text and "Pixel 8 Pro" in text
     finally:
         adb.run("disconnect", emus[0].serial)
         adb.run("disconnect", emus[1].serial)
 
 
-def test_unknown_serial(emulator_factory, capsys, tmp_path):
+def test_unknown_serial(emulator_factory, tmp_path):
     emu = emulator_factory("galaxy-s24")
     with open_device(emu.serial):  # reachable over TCP: remembered
         pass
@@ -137,14 +136,13 @@ def test_unknown_serial(emulator_factory, capsys, tmp_path):
         open_device("R5CX00NOPE")
     msg = ei.value.one_line()
     assert "R5CX00NOPE" in msg and emu.serial in msg and "SM-S921U" in msg
-    from sdk_tools.cli.app import main
-
     from on_device.runner_contract import emulator_runner_bytes
 
     runner = tmp_path / "runner"
     runner.write_bytes(emulator_runner_bytes())
-    assert main(["push", str(tmp_path), "--device", "127.0.0.1:1", "--runner", str(runner)]) == 2
-    err = capsys.readouterr().err.strip()
+    res = cli("push", tmp_path, "--device", "127.0.0.1:1", "--runner", runner)
+    assert res.code == 2
+    err = res.err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: cannot reach 127.0.0.1:1"), err
     assert emu.serial in err  # what is reachable
 

@@ -56,7 +56,8 @@ def test_push_pull_file_and_directory_byte_identical(adb, adb_serial, tmp_path):
     os.chmod(tree / "sub/small.txt", 0o755)
     r = adb.run("-s", adb_serial, "push", str(tree), "/data/local/tmp/adbtree")
     assert r.returncode == 0, _text(r)
-    r = adb.run("-s", adb_serial, "shell", "sha256sum /data/local/tmp/adbtree/big.bin; ls -l /data/local/tmp/adbtree/sub")
+    r = adb.run("-s", adb_serial, "shell",
+                "sha256sum /data/local/tmp/adbtree/big.bin; ls -l /data/local/tmp/adbtree/sub")
     assert r.stdout.split()[0].decode() == hashlib.sha256(files["big.bin"]).hexdigest()
     assert b"-rwxr-xr-x" in r.stdout  # the mode travels with the push
     back = tmp_path / "back"

@@ -3,6 +3,7 @@ checks (flow control, CLSE, max payload, refused services), concurrency, and gar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -12,18 +13,15 @@ import threading
 import time
 
 import pytest
-from adb_shell.adb_device import AdbDeviceTcp
 from adb_shell.auth.keygen import keygen
 from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
-from conftest_emulator import RawAdb
 from on_device.emulator import FEATURES
 
+from support.emulator import RawAdb, adb_shell_client
 
-def _device(port: int, keys=None, auth_timeout_s: float = 5) -> AdbDeviceTcp:
-    dev = AdbDeviceTcp("127.0.0.1", port, default_transport_timeout_s=5)
-    dev.connect(rsa_keys=keys, auth_timeout_s=auth_timeout_s)
-    return dev
+# adb-shell's stock TCP client, as a user of that library connects
+_device = functools.partial(adb_shell_client, timeout_s=5, nodelay=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ and manager/CLI."""
 from __future__ import annotations
 
 import errno
-import json
+import functools
 import os
 import socket
 import sys
@@ -12,13 +12,17 @@ import threading
 import types
 
 import pytest
-from adb_shell.adb_device import AdbDeviceTcp
 from adb_shell.exceptions import PushFailedError
 
-from conftest_emulator import RawAdb
 from on_device.emulator import list_profiles, load_profile
 from on_device.emulator.fs import FsError, SandboxFS
 from on_device.runner_contract import EMULATOR_RUNNER_MAGIC
+
+from support.cli import cli
+from support.emulator import RawAdb, adb_shell_client
+
+# adb-shell's stock TCP client, as a user of that library connects
+_device = functools.partial(adb_shell_client, timeout_s=10, nodelay=False)
 
 
 @pytest.fixture
@@ -30,12 +34,6 @@ def sh(adb, adb_serial):
 
     adb.run("-s", adb_serial, "shell", "rm -rf /data/local/tmp/sh; mkdir /data/local/tmp/sh")
     return run
-
-
-def _device(port: int) -> AdbDeviceTcp:
-    dev = AdbDeviceTcp("127.0.0.1", port, default_transport_timeout_s=10)
-    dev.connect(rsa_keys=None, auth_timeout_s=5)
-    return dev
 
 
 # ---- shell semantics: Android's own mksh and toybox, as on a phone --------------------------------
@@ -97,17 +95,14 @@ def test_shell_files(sh):
     assert int(out.splitlines()[1].split()[1]) == load_profile("galaxy-s24").storage_bytes // 1024
 
 
-def test_proc_and_profile_files(emulator):
-    dev = _device(emulator.port)
-    try:
-        meminfo = dev.shell("cat /proc/meminfo")
-        assert meminfo.startswith("MemTotal:") and f"{8 * 1024 * 1024} kB" in meminfo
-        assert dev.shell("grep -c ^processor /proc/cpuinfo") == "8\n"
-        assert dev.shell("nproc") == "8\n"
-        assert dev.shell("ls -l /sdcard").rstrip().endswith("/sdcard -> /storage/emulated/0")
-        assert dev.shell("echo hi > /sdcard/x && cat /storage/emulated/0/x") == "hi\n"
-    finally:
-        dev.close()
+def test_proc_and_profile_files(adb_shell_device):
+    dev = adb_shell_device
+    meminfo = dev.shell("cat /proc/meminfo")
+    assert meminfo.startswith("MemTotal:") and f"{8 * 1024 * 1024} kB" in meminfo
+    assert dev.shell("grep -c ^processor /proc/cpuinfo") == "8\n"
+    assert dev.shell("nproc") == "8\n"
+    assert dev.shell("ls -l /sdcard").rstrip().endswith("/sdcard -> /storage/emulated/0")
+    assert dev.shell("echo hi > /sdcard/x && cat /storage/emulated/0/x") == "hi\n"
 
 
 # ---- sandbox -------------------------------------------------------------------------------------
@@ -168,33 +163,30 @@ def test_mkdir_parents_tolerates_a_concurrent_creator(tmp_path):
         fs.mkdir("/data/local/tmp/file/sub", parents=True)
 
 
-def test_traversal_over_adb(emulator, tmp_path):
+def test_traversal_over_adb(adb_shell_device, emulator, tmp_path):
     outside = tmp_path / "host_only.txt"
     outside.write_text("do not leak")
     os.symlink(str(outside), emulator.fs.resolve("/data/local/tmp") / "leak")
-    dev = _device(emulator.port)
+    dev = adb_shell_device
+    with pytest.raises(Exception):
+        dev.pull("/data/local/tmp/leak", str(tmp_path / "got"))
+    assert not (tmp_path / "got").exists() or (tmp_path / "got").read_bytes() != b"do not leak"
+    assert "do not leak" not in dev.shell("cat /data/local/tmp/leak ../../../" + str(outside))
+    src = tmp_path / "evil.txt"
+    src.write_text("evil")
+    escape = "/data/local/tmp/../../../../.." + str(tmp_path) + "/planted.txt"
     try:
-        with pytest.raises(Exception):
-            dev.pull("/data/local/tmp/leak", str(tmp_path / "got"))
-        assert not (tmp_path / "got").exists() or (tmp_path / "got").read_bytes() != b"do not leak"
-        assert "do not leak" not in dev.shell("cat /data/local/tmp/leak ../../../" + str(outside))
-        src = tmp_path / "evil.txt"
-        src.write_text("evil")
-        escape = "/data/local/tmp/../../../../.." + str(tmp_path) + "/planted.txt"
-        try:
-            dev.push(str(src), escape)
-        except PushFailedError:
-            pass
-        assert not (tmp_path / "planted.txt").exists()
-        dev.shell("ln -s / /data/local/tmp/rootlink")
-        assert not (tmp_path / "x2").exists()
-        try:
-            dev.push(str(src), "/data/local/tmp/rootlink" + str(tmp_path) + "/x2")
-        except PushFailedError:
-            pass
-        assert not (tmp_path / "x2").exists()
-    finally:
-        dev.close()
+        dev.push(str(src), escape)
+    except PushFailedError:
+        pass
+    assert not (tmp_path / "planted.txt").exists()
+    dev.shell("ln -s / /data/local/tmp/rootlink")
+    assert not (tmp_path / "x2").exists()
+    try:
+        dev.push(str(src), "/data/local/tmp/rootlink" + str(tmp_path) + "/x2")
+    except PushFailedError:
+        pass
+    assert not (tmp_path / "x2").exists()
 
 
 def test_quota_push_fails_like_a_full_phone(emulator_factory, tmp_path):
@@ -302,7 +294,8 @@ def test_runner_contract_hook(emulator_factory, monkeypatch):
     c = RawAdb(emu.port)
     try:
         c.handshake()
-        rid = c.open(1, "shell,v2,raw:/data/local/tmp/g4m/litert_lm_main --model_path=/data/local/tmp/g4m/model.litertlm --wait")
+        rid = c.open(1, "shell,v2,raw:/data/local/tmp/g4m/litert_lm_main "
+                        "--model_path=/data/local/tmp/g4m/model.litertlm --wait")
         cmd, a0, a1, payload = c.recv()
         assert cmd == b"WRTE" and b"Prefill Speed" in payload  # streamed before the runner ends
         c.send(b"OKAY", 1, rid)
@@ -333,27 +326,31 @@ def test_manager_start_list_stop(managed_emulator):
         socket.create_connection(("127.0.0.1", rec.port), timeout=1).close()
 
 
-def test_cli(managed_emulator, capsys, tmp_path):
+def test_cli(managed_emulator, tmp_path):
     from on_device.emulator import manager
-    from sdk_tools.cli.app import main
 
     try:
-        _cli_round_trip(main, capsys)
+        _cli_round_trip()
     finally:
         manager.stop_all()
 
 
-def _cli_round_trip(main, capsys):
-    assert main(["emulator", "profiles", "--json"]) == 0
-    profs = json.loads(capsys.readouterr().out)
+def _cli_round_trip():
+    res = cli("emulator", "profiles", "--json")
+    assert res.code == 0
+    profs = res.json()
     assert {p["name"] for p in profs} >= {"galaxy-s24", "pixel-8-pro"}
-    assert main(["emulator", "start", "--profile", "nope"]) == 2
-    assert "unknown device profile" in capsys.readouterr().err
-    assert main(["emulator", "start", "--port", "5555"]) == 2
-    assert main(["emulator", "stop", "127.0.0.1:1"]) == 2
-    assert main(["emulator", "start", "--profile", "galaxy-s25", "--json"]) == 0
-    rec = json.loads(capsys.readouterr().out)
-    assert main(["emulator", "list", "--json"]) == 0
-    assert [r["serial"] for r in json.loads(capsys.readouterr().out)] == [rec["serial"]]
-    assert main(["emulator", "stop", "--all"]) == 0
-    assert f"stopped {rec['serial']}" in capsys.readouterr().out
+    res = cli("emulator", "start", "--profile", "nope")
+    assert res.code == 2
+    assert "unknown device profile" in res.err
+    assert cli("emulator", "start", "--port", "5555").code == 2
+    assert cli("emulator", "stop", "127.0.0.1:1").code == 2
+    res = cli("emulator", "start", "--profile", "galaxy-s25", "--json")
+    assert res.code == 0
+    rec = res.json()
+    res = cli("emulator", "list", "--json")
+    assert res.code == 0
+    assert [r["serial"] for r in res.json()] == [rec["serial"]]
+    res = cli("emulator", "stop", "--all")
+    assert res.code == 0
+    assert f"stopped {rec['serial']}" in res.out

@@ -9,7 +9,6 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from adb_shell.adb_device import AdbDevice
@@ -18,20 +17,16 @@ from gemma4_common.errors import UserError
 from on_device.emulator import sandbox
 from sdk_tools.devices.tcp import _Transport
 
+from support.cli import assert_one_line_error, cli
+from support.emulator import adb_shell_client, make_emulator
+from support.procs import device_processes
+
 pytestmark = pytest.mark.usefixtures("isolated_adb_key")
 TMP = "/data/local/tmp"
 
 
-def _device(port: int) -> AdbDevice:
-    dev = AdbDevice(_Transport("127.0.0.1", port), default_transport_timeout_s=30)
-    dev.connect(rsa_keys=None, auth_timeout_s=5)
-    return dev
-
-
 @pytest.fixture(scope="module")
 def phone(tmp_path_factory):
-    from conftest_emulator import make_emulator
-
     emu = make_emulator(tmp_path_factory.mktemp("userland") / "root")
     yield emu
     emu.stop()
@@ -39,7 +34,7 @@ def phone(tmp_path_factory):
 
 @pytest.fixture
 def dev(phone):
-    d = _device(phone.port)
+    d = adb_shell_client(phone.port)
     yield d
     d.close()
 
@@ -121,7 +116,8 @@ def test_debian_adb_push_pull_links_and_unicode(adb, serial, tmp_path):
     (tree / "blob").write_bytes(os.urandom(300_000))
     r = adb.run("-s", serial, "push", str(tree), f"{TMP}/tree")
     assert r.returncode == 0, r.stderr
-    r = adb.run("-s", serial, "shell", f"cat '{TMP}/tree/sub/ünïcødé ✓.txt'; ln -s sub {TMP}/tree/link; ls {TMP}/tree/link/")
+    r = adb.run("-s", serial, "shell",
+                f"cat '{TMP}/tree/sub/ünïcødé ✓.txt'; ln -s sub {TMP}/tree/link; ls {TMP}/tree/link/")
     assert r.stdout.decode() == "unicode\nünïcødé ✓.txt\n"
     back = tmp_path / "back"
     r = adb.run("-s", serial, "pull", f"{TMP}/tree/blob", str(back))
@@ -237,7 +233,8 @@ def host_secret(tmp_path):
 
 def test_no_host_path_is_reachable(dev, host_secret):
     s = host_secret / "secret.txt"
-    out = dev.shell(f"cd {TMP}; cat {s}; cat ../../../../../../..{s}; ln -sf {s} l; cat l; ln -sf ../../../../../..{s} l2;"
+    out = dev.shell(f"cd {TMP}; cat {s}; cat ../../../../../../..{s}; ln -sf {s} l; cat l;"
+                    f" ln -sf ../../../../../..{s} l2;"
                     f" cat l2; cat /proc/1/root{s}; cat /proc/self/root{s}; ls /proc/1/root/ /proc/self/root/; "
                     f"ls {host_secret}; cat /etc/shadow /root/.bashrc; ls /usr/bin /home 2>&1 | head -3; echo end 2>&1")
     assert "HOST-SECRET" not in out and "secret.txt" not in out.replace(str(s), "")
@@ -248,7 +245,8 @@ def test_no_host_path_is_reachable(dev, host_secret):
 
 
 def test_writes_outside_data_and_sdcard_fail(dev, phone):
-    out = dev.shell("for p in /x /system/x /system/bin/x /vendor/x /proc/x /etc/x; do touch $p 2>/dev/null && echo WROTE $p; done;"
+    out = dev.shell("for p in /x /system/x /system/bin/x /vendor/x /proc/x /etc/x; do "
+                    "touch $p 2>/dev/null && echo WROTE $p; done;"
                     " touch /data/local/tmp/ok /sdcard/ok && echo ok")
     assert "WROTE" not in out and out.strip() == "ok"
     assert "Permission denied" in dev.shell("ls /data 2>&1") and dev.shell("cd /data/local/tmp && pwd") == f"{TMP}\n"
@@ -264,10 +262,11 @@ def test_host_loopback_is_unreachable_without_a_forward(dev):
         srv.close()
 
 
+@pytest.mark.slow
 def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
     if not phone.userland.cgroups:
         pytest.skip("no cgroup for the device processes here (not root)")
-    a, b = _device(phone.port), _device(phone.port)
+    a, b = adb_shell_client(phone.port), adb_shell_client(phone.port)
     box: list[str] = []
     bomb = threading.Thread(target=lambda: box.append(a.shell(
         "timeout 8 sh -c 'while :; do sleep 99 & done' 2>/dev/null; echo bounded", timeout_s=60)))
@@ -276,7 +275,8 @@ def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
         time.sleep(3)
         pids = [int((g / "pids.current").read_text()) for g in phone.userland.cgroups if g.parent.name == "pids"]
         assert pids and pids[0] <= sandbox.DEVICE_PIDS_MAX
-        assert b.shell("echo alive; ls /data/local/tmp >/dev/null && echo forks") == "alive\nforks\n"  # others still fork
+        # others still fork
+        assert b.shell("echo alive; ls /data/local/tmp >/dev/null && echo forks") == "alive\nforks\n"
         bomb.join(60)
         assert box == ["bounded\n"]
     finally:
@@ -285,9 +285,10 @@ def test_a_fork_bomb_is_bounded_and_the_device_keeps_working(phone):
         b.close()
 
 
+@pytest.mark.slow
 def test_a_runaway_writer_meets_enospc_and_the_device_keeps_working(emulator_factory, tmp_path):
     emu = emulator_factory(storage_bytes=16 << 20)
-    a = _device(emu.port)
+    a = adb_shell_client(emu.port)
     try:
         # toybox's yes writes 2 bytes a call (~10 s for 16 MiB): no output meanwhile, so a long read timeout
         out = a.shell(f"yes > {TMP}/f; echo rc=$?; yes > /sdcard/g; echo rc=$?; echo x > {TMP}/small; echo small=$?",
@@ -310,7 +311,7 @@ def test_device_processes_start_with_default_signals_whatever_the_host_ignores(p
     device processes default signals, as adbd's children have: else a session whose host went away
     ignores its SIGHUP, mksh cannot trap it, and its temporary files stay (the cut-push and SIGHUP
     tests failed in full runs started with nohup and passed on CI; they pass under nohup with this)."""
-    dev = _device(phone.port)
+    dev = adb_shell_client(phone.port)
     old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it, for the sessions spawned now
     try:
         status = dev.shell("cat /proc/self/status")
@@ -325,10 +326,10 @@ def test_device_processes_start_with_default_signals_whatever_the_host_ignores(p
 
 
 def test_a_session_whose_host_goes_away_gets_sighup(phone):
-    a = _device(phone.port)
+    a = adb_shell_client(phone.port)
     t = threading.Thread(target=lambda: _swallow(a.shell, "sleep 987", timeout_s=10), daemon=True)
     t.start()
-    b = _device(phone.port)
+    b = adb_shell_client(phone.port)
     try:
         deadline = time.monotonic() + 30
         while "sleep 987" not in b.shell("ps -A -o ARGS") and time.monotonic() < deadline:
@@ -344,8 +345,7 @@ def test_a_session_whose_host_goes_away_gets_sighup(phone):
             time.sleep(0.05)
         # On failure, say why the sleep lives: its signal state (SIGHUP ignored, blocked or pending?)
         # and its process group (did the hang-up reach it?).
-        why = b.shell("ps -A -o PID,PGID,STAT,ARGS; for p in $(pgrep -f 'sleep 987'); do "
-                      "grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigIgn)' /proc/$p/status; done")
+        why = device_processes(b, "pgrep -f 'sleep 987'")
         assert "sleep 987" not in b.shell("ps -A -o ARGS"), why
     finally:
         b.close()
@@ -372,8 +372,6 @@ def test_auth_refuses_an_unknown_key(emulator_factory, tmp_path):
 
 
 def test_without_bubblewrap_start_says_so_in_one_line(monkeypatch, tmp_path):
-    from conftest_emulator import make_emulator
-
     monkeypatch.setattr(sandbox, "_TOOLS", None)
     real = sandbox.shutil.which
     monkeypatch.setattr(sandbox.shutil, "which", lambda n, path=None: None if n == "bwrap" else real(n, path=path))
@@ -384,14 +382,10 @@ def test_without_bubblewrap_start_says_so_in_one_line(monkeypatch, tmp_path):
 
 
 def test_cli_start_without_bubblewrap_is_one_line(monkeypatch, tmp_path):
-    from helpers import cli
-
     monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path))
     monkeypatch.setattr(sandbox, "_TOOLS", None)
     real = sandbox.shutil.which
     monkeypatch.setattr(sandbox.shutil, "which", lambda n, path=None: None if n == "bwrap" else real(n, path=path))
-    from helpers import assert_one_line_error
-
     r = cli("emulator", "start")
     assert_one_line_error(r, "bubblewrap", "bwrap")
     assert not (tmp_path / "emulators").exists() or not list((tmp_path / "emulators").iterdir())
@@ -409,7 +403,9 @@ def test_fs_walk_contract(phone):
 def test_exec_and_framebuffer_services(dev, adb, serial):
     r = adb.run("-s", serial, "exec-out", "printf 'a\\0b'; echo err >&2")
     assert r.stdout == b"a\0berr\n"  # exec: is raw: one stream, no exit code
-    data = dev._service(b"framebuffer", b"", decode=False)
+    from sdk_tools.devices.tcp import adb_shell_raw_service
+
+    data = adb_shell_raw_service(dev, b"framebuffer", b"", read_timeout_s=30, timeout_s=30)
     import struct
 
     head = struct.unpack("<13I", data[:52])
@@ -418,7 +414,7 @@ def test_exec_and_framebuffer_services(dev, adb, serial):
 
 
 def test_device_init_survives_the_shell_user_and_reaps_orphans(phone):
-    a = _device(phone.port)
+    a = adb_shell_client(phone.port)
     try:
         a.shell("kill -9 1; kill -KILL -1; pkill -9 init; (sleep 0.2 &) ; true")
         time.sleep(0.5)
@@ -439,7 +435,7 @@ def test_a_device_whose_init_died_says_so(emulator_factory, caplog):
     deadline = time.monotonic() + 10
     while emu.userland.init.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    d = _device(emu.port)
+    d = adb_shell_client(emu.port)
     try:
         out = _swallow(d.shell, "echo alive")
     finally:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
+
 FORBIDDEN = {
     "converters": {"sdk_tools", "on_device"},
     "on_device": {"sdk_tools", "converters"},

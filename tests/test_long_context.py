@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from helpers import assert_one_line_error, cli
+from support.cli import assert_one_line_error, cli
 
 ANSWER = "The capital of France is Paris."
 # Longer than the tiny models' 64-token sliding window, so the sliding layers wrap.
@@ -60,6 +60,7 @@ def _sig_names(model_path):
     return set(Interpreter(model_content=blob).get_signature_list())
 
 
+@pytest.mark.slow
 def test_multi_cache_manifest_and_signatures(multi_cache_bundle):
     m = json.loads((multi_cache_bundle / "manifest.json").read_text())
     assert m["export"]["cache_lengths"] == [256, 2048]
@@ -70,6 +71,7 @@ def test_multi_cache_manifest_and_signatures(multi_cache_bundle):
         assert {f"prefill_32_cache_{c}", f"prefill_128_cache_{c}", f"decode_cache_{c}"} <= sigs, sigs
 
 
+@pytest.mark.slow
 @MULTI_CACHE_XFAIL
 @pytest.mark.parametrize("context", [256, 2048])
 def test_multi_cache_generates_at_each_context(multi_cache_bundle, context):
@@ -85,6 +87,7 @@ def per_length_bundles(tiny_e2b, tmp_path_factory):
                          "--bundle-per-cache-length")
 
 
+@pytest.mark.slow
 def test_bundle_per_cache_length_generates_at_each_context(per_length_bundles):
     """The workaround for the multi-cache limit above: one export and one bundle per length, each with
     the plain prefill/decode signatures the CPU engine looks up."""
@@ -121,6 +124,7 @@ def test_bundle_per_cache_length_layout(tmp_path):
     assert [(j.target, j.cache_lengths) for j in _jobs(req, one)] == [(tmp_path / "o", (4096, 32768))]
 
 
+@pytest.mark.slow
 def test_long_cache_generates(long_bundle):
     m = json.loads((long_bundle / "manifest.json").read_text())
     assert m["export"]["cache_length"] == 2048 and m["export"]["prefill_lengths"] == [32, 128]
@@ -138,6 +142,7 @@ def test_long_cache_generates(long_bundle):
     assert_one_line_error(cli("run", long_bundle, "--prompt", "hi", "--context", "4096"), "outside")
 
 
+@pytest.mark.slow
 @RING_XFAIL
 def test_ring_buffer_bundle_generates(tiny_e2b, long_bundle, tmp_path):
     ring_bundle = tmp_path / "ring"

@@ -10,7 +10,7 @@ import wave
 
 import pytest
 
-from helpers import assert_one_line_error, cli
+from support.cli import assert_one_line_error, cli
 
 ENCODER_SECTIONS = {"tf_lite_vision_encoder", "tf_lite_vision_adapter", "tf_lite_audio_encoder_hw",
                     "tf_lite_audio_adapter"}
@@ -67,6 +67,7 @@ def test_tiny_multimodal_checkpoint_is_gemma4(tiny_mm):
     assert (tiny_mm / "preprocessor_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_bundle_has_encoder_sections(mm_bundle):
     m = json.loads((mm_bundle / "manifest.json").read_text())
     assert m["export"]["vision"] is True and m["export"]["audio"] is True
@@ -75,12 +76,14 @@ def test_bundle_has_encoder_sections(mm_bundle):
     assert {"tf_lite_prefill_decode", "tf_lite_embedder", "tf_lite_per_layer_embedder"} <= kinds
 
 
+@pytest.mark.slow
 def test_run_text_only_on_multimodal_bundle(mm_bundle):
     res = cli("run", mm_bundle, "--prompt", "hello", "--max-tokens", "4", "--json")
     assert res.code == 0, res.err
     assert res.json()["decode_tokens"] > 0
 
 
+@pytest.mark.slow
 def test_run_image_prompt(mm_bundle, image_file):
     res = cli("run", mm_bundle, "--prompt", "What is in the picture?", "--image", image_file,
               "--max-tokens", "4", "--json")
@@ -90,6 +93,7 @@ def test_run_image_prompt(mm_bundle, image_file):
     assert d["prefill_tokens"] > 20 and d["decode_tokens"] > 0
 
 
+@pytest.mark.slow
 def test_run_audio_prompt(mm_bundle, audio_file):
     res = cli("run", mm_bundle, "--prompt", "Transcribe.", "--audio", audio_file, "--max-tokens", "4", "--json")
     assert res.code == 0, res.err

@@ -21,7 +21,9 @@ from converters.npu.configs import (
     validate_config,
 )
 from gemma4_common.errors import UserError
-from sdk_tools.npu_deploy import backend_supported, plan_npu, require_backend
+from sdk_tools.deploy_plan import backend_supported, plan_for_device, require_backend
+
+from support.cli import assert_one_line_error, cli
 
 # The getprop values of the emulator's device profiles (used if that module is unavailable).
 _FALLBACK_PROPS = {
@@ -144,7 +146,8 @@ def test_partial_config_is_merged():
 @pytest.mark.parametrize(
     "soc_model, cfg, needles",
     [
-        ("SM8650", {"options": {"htp_performance_mode": "turbo"}}, ["options.htp_performance_mode", "'turbo'", "burst"]),
+        ("SM8650", {"options": {"htp_performance_mode": "turbo"}},
+         ["options.htp_performance_mode", "'turbo'", "burst"]),
         ("SM8650", {"options": {"optimization_level": "O4"}}, ["options.optimization_level", "O1, O2, O3"]),
         ("SM8650", {"options": {"use_fp16": True}}, ["unknown key options.use_fp16", "htp_performance_mode"]),
         ("SM8650", {"extra": 1}, ["unknown key extra", "sections"]),
@@ -530,7 +533,7 @@ def _libs(tmp_path: Path, names) -> Path:
 
 def test_plan_galaxy_s24_npu(tmp_path):
     soc = get_soc(None, "SM8650")
-    plan = plan_npu(_manifest(), props("galaxy-s24"), _libs(tmp_path, soc.dispatch_libs), DEVICE_DIR)
+    plan = plan_for_device(_manifest(), props("galaxy-s24"), _libs(tmp_path, soc.dispatch_libs), DEVICE_DIR)
     assert plan.backend == "npu" and plan.notice is None
     assert plan.model == "npu/qualcomm_SM8650/model.litertlm"
     assert plan.device_model_path == DEVICE_DIR / "npu/qualcomm_SM8650/model.litertlm"
@@ -556,26 +559,26 @@ def test_plan_qualcomm_from_qairt_root_layout(tmp_path):
         (root / "lib" / "aarch64-android" / n).write_bytes(b"x")
     (root / "lib" / "hexagon-v75" / "unsigned" / "libQnnHtpV75Skel.so").write_bytes(b"x")
     (root / "libLiteRtDispatch_Qualcomm.so").write_bytes(b"x")
-    plan = plan_npu(_manifest(), props("galaxy-s24"), root, DEVICE_DIR)
+    plan = plan_for_device(_manifest(), props("galaxy-s24"), root, DEVICE_DIR)
     assert len(plan.dispatch_libs) == 5
 
 
-def test_plan_npu_without_dispatch_libs_is_a_user_error(tmp_path):
+def test_plan_for_device_without_dispatch_libs_is_a_user_error(tmp_path):
     with pytest.raises(UserError) as e:
-        plan_npu(_manifest(), props("galaxy-s24"), None, DEVICE_DIR)
+        plan_for_device(_manifest(), props("galaxy-s24"), None, DEVICE_DIR)
     assert "libQnnHtpV75Skel.so" in str(e.value) and "QAIRT" in str(e.value)
     partial = _libs(tmp_path, ["libLiteRtDispatch_Qualcomm.so", "libQnnHtp.so", "libQnnSystem.so"])
     with pytest.raises(UserError) as e:
-        plan_npu(_manifest(), props("galaxy-s24"), partial, DEVICE_DIR)
+        plan_for_device(_manifest(), props("galaxy-s24"), partial, DEVICE_DIR)
     msg = str(e.value)
     assert "libQnnHtpV75Skel.so, libQnnHtpV75Stub.so" in msg and str(partial) in msg
     assert "hexagon-v75/unsigned" in msg and "aarch64-android" in msg and "\n" not in msg
     with pytest.raises(UserError, match="does not exist"):
-        plan_npu(_manifest(), props("galaxy-s24"), tmp_path / "nope", DEVICE_DIR)
+        plan_for_device(_manifest(), props("galaxy-s24"), tmp_path / "nope", DEVICE_DIR)
 
 
 def test_plan_dimensity_9300_npu(tmp_path):
-    plan = plan_npu(_manifest(), props("dimensity-9300"), _libs(tmp_path, ["libLiteRtDispatch_MediaTek.so"]),
+    plan = plan_for_device(_manifest(), props("dimensity-9300"), _libs(tmp_path, ["libLiteRtDispatch_MediaTek.so"]),
                     DEVICE_DIR)
     assert plan.backend == "npu" and plan.model == "npu/mediatek_MT6989/model.litertlm"
     assert [p.device_path.name for p in plan.dispatch_libs] == ["libLiteRtDispatch_MediaTek.so"]
@@ -583,7 +586,7 @@ def test_plan_dimensity_9300_npu(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="libLiteRtDispatch_MediaTek.so"):
-        plan_npu(_manifest(), props("dimensity-9300"), empty, DEVICE_DIR)
+        plan_for_device(_manifest(), props("dimensity-9300"), empty, DEVICE_DIR)
 
 
 @pytest.mark.parametrize(
@@ -596,7 +599,7 @@ def test_plan_dimensity_9300_npu(tmp_path):
 )
 def test_plan_falls_back_to_cpu_with_notice(tmp_path, profile, needle):
     # Dispatch libraries are irrelevant when the CPU model is used: none are needed or pushed.
-    plan = plan_npu(_manifest(), props(profile), None, DEVICE_DIR)
+    plan = plan_for_device(_manifest(), props(profile), None, DEVICE_DIR)
     assert plan.backend == "cpu" and plan.model == "model.litertlm"
     assert plan.device_model_path == DEVICE_DIR / "model.litertlm"
     assert [p.kind for p in plan.pushes] == ["model"] and plan.pushes[0].sha256 == "a" * 64
@@ -609,38 +612,36 @@ def test_plan_falls_back_to_cpu_with_notice(tmp_path, profile, needle):
 
 
 def test_plan_bundle_without_npu_section():
-    plan = plan_npu({"main_model": "model.litertlm", "files": {}}, props("galaxy-s24"), None, DEVICE_DIR)
+    plan = plan_for_device({"main_model": "model.litertlm", "files": {}}, props("galaxy-s24"), None, DEVICE_DIR)
     assert plan.backend == "cpu" and "NPU targets in it: none" in plan.notice
     with pytest.raises(UserError, match="main_model"):
-        plan_npu({}, props("galaxy-s24"), None, DEVICE_DIR)
+        plan_for_device({}, props("galaxy-s24"), None, DEVICE_DIR)
 
 
 # ---------------------------------------------------------------- CLI
 
 
-def _cli(argv):
-    from sdk_tools.cli.app import main
-
-    return main(argv)
-
-
-def test_cli_socs_and_config_json(capsys):
-    assert _cli(["npu", "socs", "--json"]) == 0
-    socs = json.loads(capsys.readouterr().out)
+def test_cli_socs_and_config_json():
+    res = cli("npu", "socs", "--json")
+    assert res.code == 0
+    socs = res.json()
     assert {"vendor": "qualcomm", "model": "SM8650"}.items() <= socs[[s["model"] for s in socs].index("SM8650")].items()
-    assert _cli(["npu", "config", "--soc", "SM8650", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    res = cli("npu", "config", "--soc", "SM8650", "--json")
+    assert res.code == 0
+    out = res.json()
     assert out["config"] == default_config(get_soc(None, "SM8650")) and out["valid"] is True
 
 
-def test_cli_errors_are_one_line_exit_2(capsys, tmp_path):
-    assert _cli(["npu", "config", "--soc", "SM9999"]) == 2
-    err = capsys.readouterr().err
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    res = cli("npu", "config", "--soc", "SM9999")
+    assert res.code == 2
+    err = res.err
     assert err.startswith("error: unknown NPU SoC 'SM9999'") and err.count("\n") == 1
     bad = tmp_path / "cfg.json"
     bad.write_text(json.dumps({"options": {"performance_mode_type": "warp"}}))
-    assert _cli(["npu", "config", "--soc", "MT6991", "--vendor", "mediatek", "--file", str(bad)]) == 2
-    err = capsys.readouterr().err
+    res = cli("npu", "config", "--soc", "MT6991", "--vendor", "mediatek", "--file", bad)
+    assert res.code == 2
+    err = res.err
     assert "options.performance_mode_type" in err and "turbo_boost" in err and err.count("\n") == 1
 
 
@@ -681,8 +682,6 @@ def test_vendor_recipes_differ_in_the_float_rule():
 def npu_bundle(tiny_e2b, tmp_path_factory):
     """One convert for a Qualcomm and a MediaTek SoC (no vendor SDK on this host): the CPU bundle
     keeps its int8 recipe; each vendor gets its split-cache, calibrated a16w8 variant."""
-    from helpers import cli
-
     out = tmp_path_factory.mktemp("npu") / "bundle"
     res = cli("convert", tiny_e2b, "-o", out, "--recipe", "dynamic_wi8_afp32", "--prefill", "32",
               "--cache-length", "512", "--npu", "qualcomm:SM8750,mediatek:MT6991", "--json")
@@ -690,6 +689,7 @@ def npu_bundle(tiny_e2b, tmp_path_factory):
     return out, json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_npu_variants_to_the_sdk_boundary(npu_bundle):
     from converters.calibration import load_set
 
@@ -712,6 +712,7 @@ def test_npu_variants_to_the_sdk_boundary(npu_bundle):
         assert t["compile_ready_model"] in m["files"]  # checksummed like the rest of the bundle
 
 
+@pytest.mark.slow
 def test_qualcomm_variant_has_no_float_compute_ops(npu_bundle):
     """The census of the compile-ready models: Qualcomm's prefill/decode graphs are all-integer;
     MediaTek's keep float norms (its vendor config allows them); the CPU int8 bundle computes in float."""
@@ -731,9 +732,8 @@ def test_qualcomm_variant_has_no_float_compute_ops(npu_bundle):
     assert all(n > 0 for n in cpu.values())
 
 
+@pytest.mark.slow
 def test_inspect_prints_census_and_flags_float_ops(npu_bundle):
-    from helpers import cli
-
     out, _ = npu_bundle
     res = cli("inspect", out)
     assert res.code == 0, res.err
@@ -745,12 +745,11 @@ def test_inspect_prints_census_and_flags_float_ops(npu_bundle):
     assert data["census"]["npu/qualcomm/model.litertlm"]["flagged"] == []
 
 
+@pytest.mark.slow
 def test_inspect_flags_float_ops_where_the_vendor_forbids_them(npu_bundle, tmp_path):
     """A Qualcomm variant whose prefill/decode still computes in float (here: the CPU model put
     in its place) is flagged."""
     import shutil
-
-    from helpers import cli
 
     out, _ = npu_bundle
     bad = tmp_path / "bad"
@@ -762,6 +761,7 @@ def test_inspect_flags_float_ops_where_the_vendor_forbids_them(npu_bundle, tmp_p
     assert flagged and all(f.startswith("tf_lite_prefill_decode/") for f in flagged)
 
 
+@pytest.mark.slow
 def test_qualcomm_variant_accuracy_gates(npu_bundle, tiny_e2b):
     """Greedy agreement and log-prob deltas against PyTorch with verify's int8 gates, on the LiteRT
     interpreter (LiteRT-LM's CPU engine does not run split-cache a16w8 models)."""
@@ -789,14 +789,13 @@ def test_qualcomm_variant_accuracy_gates(npu_bundle, tiny_e2b):
 
 
 def test_npu_recipe_of_another_vendor_is_refused(tiny_e2b, tmp_path):
-    from helpers import assert_one_line_error, cli
-
     res = cli("convert", tiny_e2b, "-o", tmp_path / "out", "--recipe", "npu_a16w8_mediatek", "--calibration",
               "default", "--npu", "qualcomm:SM8750")
     assert_one_line_error(res, "npu_a16w8_mediatek", "cannot serve the qualcomm")
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_sweep_puts_the_npu_variant_beside_int8(npu_bundle, tiny_e2b, tmp_path):
     """The sweep's log-prob delta table: the CPU int8 bundle (LiteRT-LM) and each vendor's a16w8
     variant (interpreter) against the same PyTorch reference."""

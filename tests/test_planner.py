@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from helpers import assert_one_line_error, cli
+from support.cli import assert_one_line_error, cli
 
 MiB = 1 << 20
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 
 from gemma4_common.fsutil import sha256_file
 from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, deploy
 from sdk_tools.devices.base import Device, DeviceOffline
-from sdk_tools.devices.server import AdbServer, ServerDevice
 from sdk_tools.devices.tcp import TcpDevice, _fast_checksum, negotiated_max_payload
-from test_deploy import device_file, device_processes, make_bundle, names_after_part_cleanup
+
+from support.deploy import device_opener, make_bundle, names_after_part_cleanup, spy_host_hashes
+from support.emulator import device_file
+from support.procs import device_processes
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-fast")
 
@@ -46,21 +48,12 @@ class Counting:
         dev.sha256, dev.push, dev.stream_in = sha256, push, stream_in
 
 
-def _open(transport: str, request, emu):
-    if transport == "server":
-        adb = request.getfixturevalue("adb")
-        adb.connect(emu.serial)
-        server = AdbServer(port=int(adb.env["ANDROID_ADB_SERVER_PORT"]))
-        return lambda: ServerDevice(emu.serial, server)
-    return lambda: TcpDevice(emu.serial)
-
-
 @pytest.mark.parametrize("transport", ["tcp", "server"])
 def test_push_repush_stamp_and_one_byte_rewrite(transport, request, emulator_factory, tmp_path, runner_file):
     """Both transports, against Android's real mksh + toybox behind the shell: the stamp's
     commands (stat -c, printf > file, mv, sha256sum) are the phone's own."""
     emu = emulator_factory("galaxy-s24")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     # Odd size: the last DATA chunk is short and a WRTE ends mid-request.
     bundle = make_bundle(tmp_path, size=(5 << 20) + 12345, seed=5)
     model = bundle / "model.litertlm"
@@ -111,46 +104,44 @@ def test_push_repush_stamp_and_one_byte_rewrite(transport, request, emulator_fac
         assert len(c.hashed) == 3 and c.pushed == []
 
 
-def test_host_hashes_are_cached_by_stat(emulator_factory, tmp_path, runner_file, monkeypatch):
+def test_host_hashes_are_cached_by_stat(device, tmp_path, runner_file, monkeypatch):
     """A file the host does not know is sent without a host hash (the device's digest proves it) and
     the manifest's digest is then cached by its stat; a file the device already proves is not read
     on the host at all."""
-    import sdk_tools.deploy as dep
     import sdk_tools.devices.tcp as tcp
     from converters.bundle import write_manifest
     from sdk_tools.deploy import HostHashes
 
-    emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=1 << 20, seed=9)
     model = bundle / "model.litertlm"
-    reads: list[str] = []
+    reads = spy_host_hashes(monkeypatch)
     streamed: list[str] = []
-    real, real_pieces = dep.sha256_file, tcp.file_pieces
-    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (reads.append(Path(p).name), real(p, *a))[1])
+    real_pieces = tcp.file_pieces
     monkeypatch.setattr(tcp, "file_pieces", lambda local, *a, **kw: (streamed.append(local.name),
                                                                      real_pieces(local, *a, **kw))[1])
-    with TcpDevice(emu.serial) as dev:
-        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" in streamed and "model.litertlm" not in reads
-        assert HostHashes().cached(model) == real(model)
-        reads.clear(), streamed.clear()
-        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" not in reads + streamed  # unchanged stat: not read again
-        model.write_bytes(model.read_bytes())  # same bytes, new mtime/ctime: the cache no longer vouches
-        # File times come from the kernel's coarse clock: a rewrite within the same tick can keep them
-        # (git's "racy" case; flaked once in a full run). Move mtime on so the change is always visible.
-        st = model.stat()
-        os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        assert HostHashes().cached(model) is None
-        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" not in reads + streamed  # the device's stamp proves its copy
-        model.write_bytes(bytes(range(256)) * 4096)  # new bytes: sent, proven on the device, cached
-        write_manifest(bundle, {"name": "synthetic", "variant": "e2b", "recipe": {"name": "x"}})
-        deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
-        assert "model.litertlm" in streamed and "model.litertlm" not in reads
-        assert HostHashes().cached(model) == real(model)
+    dev = device
+    deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    assert "model.litertlm" in streamed and "model.litertlm" not in reads
+    assert HostHashes().cached(model) == sha256_file(model)
+    reads.clear(), streamed.clear()
+    deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    assert "model.litertlm" not in reads + streamed  # unchanged stat: not read again
+    model.write_bytes(model.read_bytes())  # same bytes, new mtime/ctime: the cache no longer vouches
+    # File times come from the kernel's coarse clock: a rewrite within the same tick can keep them
+    # (git's "racy" case; flaked once in a full run). Move mtime on so the change is always visible.
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert HostHashes().cached(model) is None
+    deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    assert "model.litertlm" not in reads + streamed  # the device's stamp proves its copy
+    model.write_bytes(bytes(range(256)) * 4096)  # new bytes: sent, proven on the device, cached
+    write_manifest(bundle, {"name": "synthetic", "variant": "e2b", "recipe": {"name": "x"}})
+    deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+    assert "model.litertlm" in streamed and "model.litertlm" not in reads
+    assert HostHashes().cached(model) == sha256_file(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["tcp", "server"])
 def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, tmp_path, runner_file):
     """A cut in the middle of a 64 MiB file: nothing partial at the final path; the next run keeps
@@ -158,7 +149,7 @@ def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, t
     from gemma4_common.progress import Progress
 
     emu = emulator_factory("galaxy-s25")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     bundle = make_bundle(tmp_path, size=64 << 20, seed=2)
 
     class Cutter(Progress):
@@ -194,24 +185,23 @@ def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, t
             pytest.fail(f"{leftovers} left after the cut session; device processes:\n{device_processes(dev)}")
 
 
-def test_raw_sync_uses_the_devices_max_payload(emulator_factory, tmp_path):
+def test_raw_sync_uses_the_devices_max_payload(device, emulator, tmp_path):
     """The adb-shell private detail the TCP push depends on (fails loudly on an adb-shell upgrade),
     and WRTEs as large as the device allows."""
-    emu = emulator_factory("galaxy-s24")
-    with TcpDevice(emu.serial) as dev:
-        assert negotiated_max_payload(dev._adb) == 1024 * 1024
-        src = tmp_path / "x.bin"
-        src.write_bytes(bytes(range(256)) * 9000)
-        calls = []
-        dev.push(src, "/data/local/tmp/x.bin", progress=calls.append)
-        assert device_file(emu, "/data/local/tmp/x.bin").read_bytes() == src.read_bytes()
-        assert sum(calls) == src.stat().st_size and len(calls) <= 3  # 2.3 MB in ~960 KiB WRTEs, not 64 KiB ones
-        # Shell still works on the same connection after the raw stream.
-        assert dev.shell("echo ok")[1].strip() == "ok"
-        # A refused push is a one-line error and leaves the connection usable.
-        with pytest.raises(Exception, match="refused the push"):
-            dev.push(src, "/system/x.bin")
-        assert dev.shell("echo still")[1].strip() == "still"
+    dev = device
+    assert negotiated_max_payload(dev._adb) == 1024 * 1024
+    src = tmp_path / "x.bin"
+    src.write_bytes(bytes(range(256)) * 9000)
+    calls = []
+    dev.push(src, "/data/local/tmp/x.bin", progress=calls.append)
+    assert device_file(emulator, "/data/local/tmp/x.bin").read_bytes() == src.read_bytes()
+    assert sum(calls) == src.stat().st_size and len(calls) <= 3  # 2.3 MB in ~960 KiB WRTEs, not 64 KiB ones
+    # Shell still works on the same connection after the raw stream.
+    assert dev.shell("echo ok")[1].strip() == "ok"
+    # A refused push is a one-line error and leaves the connection usable.
+    with pytest.raises(Exception, match="refused the push"):
+        dev.push(src, "/system/x.bin")
+    assert dev.shell("echo still")[1].strip() == "still"
 
 
 def test_fast_checksum_matches_the_byte_sum():
@@ -223,12 +213,11 @@ def test_fast_checksum_matches_the_byte_sum():
         assert _fast_checksum(memoryview(b)) == sum(b) & 0xFFFFFFFF
 
 
-def test_large_tcp_push_uses_a_checksum_free_bulk_connection(emulator_factory, tmp_path, monkeypatch):
+def test_large_tcp_push_uses_a_checksum_free_bulk_connection(device, emulator, tmp_path, monkeypatch):
     """Files of BULK_MIN_BYTES and more go over a second connection negotiated at 0x01000001 (no
     byte sums on either side); where the device will not take it, the first connection carries it."""
     import sdk_tools.devices.tcp as tcp
 
-    emu = emulator_factory("galaxy-s24")
     src = tmp_path / "big.bin"
     src.write_bytes(bytes(range(251)) * ((tcp.BULK_MIN_BYTES // 251) + 1000))
     opened = []
@@ -240,13 +229,13 @@ def test_large_tcp_push_uses_a_checksum_free_bulk_connection(emulator_factory, t
         return got
 
     monkeypatch.setattr(tcp, "open_bulk_connection", spy)
-    with TcpDevice(emu.serial) as dev:
-        dev.push(src, "/data/local/tmp/big.bin")
-        assert opened == [0x01000001]
-        assert device_file(emu, "/data/local/tmp/big.bin").read_bytes() == src.read_bytes()
-        monkeypatch.setattr(tcp, "open_bulk_connection", lambda *a, **kw: opened.append("refused"))
-        dev._bulk_refused = False
-        dev.push(src, "/data/local/tmp/big2.bin")  # falls back to the first connection
-        assert opened[-1] == "refused" and dev._bulk_refused
-        assert device_file(emu, "/data/local/tmp/big2.bin").read_bytes() == src.read_bytes()
-        assert dev.shell("echo ok")[1].strip() == "ok"
+    dev = device
+    dev.push(src, "/data/local/tmp/big.bin")
+    assert opened == [0x01000001]
+    assert device_file(emulator, "/data/local/tmp/big.bin").read_bytes() == src.read_bytes()
+    monkeypatch.setattr(tcp, "open_bulk_connection", lambda *a, **kw: opened.append("refused"))
+    dev._bulk_refused = False
+    dev.push(src, "/data/local/tmp/big2.bin")  # falls back to the first connection
+    assert opened[-1] == "refused" and dev._bulk_refused
+    assert device_file(emulator, "/data/local/tmp/big2.bin").read_bytes() == src.read_bytes()
+    assert dev.shell("echo ok")[1].strip() == "ok"

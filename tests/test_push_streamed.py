@@ -19,8 +19,9 @@ from gemma4_common.fsutil import sha256_file
 from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, HostHashes, deploy
 from sdk_tools.devices.base import ServiceRefused
 from sdk_tools.devices.tcp import TcpDevice
-from test_deploy import corrupting_pieces, device_file, make_bundle
-from test_push_speed_paths import _open
+
+from support.deploy import corrupting_pieces, device_opener, make_bundle, spy_host_hashes
+from support.emulator import device_file
 
 DEV_DIR = PurePosixPath("/data/local/tmp/g4m-stream")
 BDIR = DEV_DIR / "bundles" / "synthetic"
@@ -64,20 +65,12 @@ def _no_parts(emu) -> list[str]:
     return [n for n in os.listdir(d) if n.endswith(PART_SUFFIX)] if d.is_dir() else []
 
 
-def _spy_host_hashes(monkeypatch) -> list[str]:
-    """The names of the files deploy hashes on the host from here on (sha256_file's calls)."""
-    reads: list[str] = []
-    real = dep.sha256_file
-    monkeypatch.setattr(dep, "sha256_file", lambda p, *a: (reads.append(os.path.basename(p)), real(p, *a))[1])
-    return reads
-
-
 @pytest.mark.parametrize("transport,writer", [("tcp", "dd"), ("server", "dd"), ("tcp", "head")])
 def test_streamed_push_is_byte_identical_in_one_stream_per_file(transport, writer, request, emulator_factory,
                                                                 tmp_path, runner_file, monkeypatch):
     """writer "head": what a device whose dd lacks iflag=count_bytes gets (`head -c N | dd`)."""
     emu = emulator_factory("galaxy-s24")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     if writer == "head":
         real_init = dep._Sender.__init__
         monkeypatch.setattr(dep._Sender, "__init__", lambda self, *a: real_init(self, *a[:3], False))
@@ -86,7 +79,7 @@ def test_streamed_push_is_byte_identical_in_one_stream_per_file(transport, write
     monkeypatch.setattr(dep, "CHUNK_MIB", 1)
     bundle = make_bundle(tmp_path, size=(9 << 20) + 12345, seed=11)
     model = bundle / "model.litertlm"
-    host_reads = _spy_host_hashes(monkeypatch)
+    host_reads = spy_host_hashes(monkeypatch)
     with open_dev() as dev:
         calls = Calls(dev)
         d1 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
@@ -125,7 +118,7 @@ def test_a_byte_changed_on_the_way_is_caught(transport, request, emulator_factor
     """Changed after the host hashed it and under a valid ADB checksum: only the device's sha256
     can catch it; nothing reaches the final path, the temporary is gone, the next push repairs."""
     emu = emulator_factory("galaxy-s24")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     mod = _transport_module(transport)
     monkeypatch.setattr(dep, "CHUNK_MIB", 1)
     bundle = make_bundle(tmp_path, size=(3 << 20) + 7, seed=12)
@@ -149,7 +142,7 @@ def test_a_byte_changed_on_the_way_is_caught(transport, request, emulator_factor
 def test_local_file_not_matching_its_manifest_never_reaches_the_final_path(transport, request, emulator_factory,
                                                                            tmp_path, runner_file):
     emu = emulator_factory("galaxy-s24")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     bundle = make_bundle(tmp_path, size=(2 << 20) + 3, seed=13)
     model = bundle / "model.litertlm"
     data = bytearray(model.read_bytes())
@@ -171,9 +164,9 @@ def test_local_file_not_matching_its_manifest_never_reaches_the_final_path(trans
     assert not device_file(emu, BDIR / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("why", ["refused", "G4M_PUSH_SYNC"])
+@pytest.mark.parametrize("why", ["refused", "GEMMA4_MOBILE_PUSH_SYNC"])
 def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tmp_path, runner_file, monkeypatch):
-    """An old adbd that refuses exec: (stood in for by refusing it on our side), or G4M_PUSH_SYNC=1:
+    """An old adbd that refuses exec: (stood in for by refusing it on our side), or GEMMA4_MOBILE_PUSH_SYNC=1:
     sync SEND to the temporary name, sha256sum, rename. As on the streamed path, the host does not
     hash the model before sending it: the device's sha256sum against the manifest is the proof,
     after which the host-hash cache knows the file."""
@@ -182,11 +175,11 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
         def _exec_in(self, *a, **kw):
             raise ServiceRefused(f"{self.serial} refused the exec: service", "update it")
 
-    if why == "G4M_PUSH_SYNC":
-        monkeypatch.setenv("G4M_PUSH_SYNC", "1")
+    if why == "GEMMA4_MOBILE_PUSH_SYNC":
+        monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "1")
     emu = emulator_factory("galaxy-s24")
     bundle = make_bundle(tmp_path, size=(2 << 20) + 5, seed=14)
-    host_reads = _spy_host_hashes(monkeypatch)
+    host_reads = spy_host_hashes(monkeypatch)
     with (NoExec if why == "refused" else TcpDevice)(emu.serial) as dev:
         calls = Calls(dev)
         d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
@@ -207,7 +200,7 @@ def test_a_command_that_stops_reading_ends_the_stream(transport, request, emulat
     host stops sending when the device closes the stream (how soon is the device's timing, not
     asserted) and gets the command's output, on either transport; the device stays usable."""
     emu = emulator_factory("galaxy-s24")
-    open_dev = _open(transport, request, emu)
+    open_dev = device_opener(transport, request, emu)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(24 << 20))
     with open_dev() as dev:

@@ -6,6 +6,7 @@ written by the realsize benchmark's own writer (random bf16 weights)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, assert_one_line_error, cli, leftovers
+from support import REPO
+from support.cli import assert_one_line_error, cli, cli_popen
+from support.files import leftovers
 
 SCALE = 1 / 24
 TEXTS = [("The capital of France is", " Paris."), ("Copy: abc def", " abc def"), ("hello", " world, how are you")]
@@ -24,9 +27,10 @@ TEXTS = [("The capital of France is", " Paris."), ("Copy: abc def", " abc def"),
 
 @pytest.fixture(scope="module")
 def realshape(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import realsize_convert as rc
-
+    # the benchmark's own checkpoint writer, loaded from its file (benchmarks/ is not a package)
+    spec = importlib.util.spec_from_file_location("realsize_convert", REPO / "benchmarks" / "realsize_convert.py")
+    rc = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))  # dataclasses look it up there
+    spec.loader.exec_module(rc)
     out = tmp_path_factory.mktemp("realshape") / "e2b-2L"
     rc.write_checkpoint(rc.text_config("e2b", 2, SCALE), out)
     return out
@@ -52,6 +56,7 @@ def _scores(bundle: Path) -> list[list[float]]:
         return [eng.score(p, t) for p, t in TEXTS]
 
 
+@pytest.mark.slow
 def test_lean_bundle_matches_default_path(both_bundles):
     """Same weights, same float recipe: the lean bundle's log-probs equal the default path's."""
     lean, default = (json.loads((both_bundles[c] / "manifest.json").read_text()) for c in ("lean", "default"))
@@ -65,6 +70,7 @@ def test_lean_bundle_matches_default_path(both_bundles):
     assert delta < 2e-3, (delta, a, b)
 
 
+@pytest.mark.slow
 def test_lean_bundle_size_matches_planner(both_bundles, realshape):
     from converters import planner
 
@@ -73,6 +79,7 @@ def test_lean_bundle_size_matches_planner(both_bundles, realshape):
     assert abs(real / p.bundle_bytes - 1) < 0.03, (real, p.bundle_bytes, p.bundle_sections)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["dynamic_wi4b32_afp32", "dynamic_wi8_afp32"])
 def test_table_chunks_equal_whole_table(realshape, tmp_path, recipe):
     """Quantizing the per-layer embedding table chunk by chunk gives the bytes of quantizing it whole."""
@@ -148,14 +155,13 @@ def _stage_pids(root_pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["stage", "parent"])
 def test_killed_conversion_leaves_nothing(realshape, tmp_path, victim):
     """SIGKILL of a stage process: one-line error, exit 2. SIGTERM of the CLI: the stages die with it.
     Either way no bundle, no scratch, and a rerun starts clean."""
     out = tmp_path / "out"
-    exe = Path(sys.executable).with_name("gemma4-mobile")
-    proc = subprocess.Popen([str(exe), "convert", str(realshape), "-o", str(out), "-r", "fp32", "--converter", "lean"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cli_popen("convert", realshape, "-o", out, "-r", "fp32", "--converter", "lean")
     deadline = time.time() + 240
     stages: list[int] = []
     while time.time() < deadline and not stages and proc.poll() is None:
@@ -195,7 +201,8 @@ def test_litert_torch_private_details():
     assert exportables.get_prefill_decode_exportables(cfg, ecfg) == (
         g4.LiteRTExportableModuleForDecoderOnlyLMPrefillExternalEmbedder,
         g4.LiteRTExportableModuleForDecoderOnlyLMGenerateExternalEmbedder)
-    assert exportables.get_additional_exportables(cfg) == {"per_layer_embedder": g4.LiteRTExportableModuleForPerLayerEmbedder}
+    assert exportables.get_additional_exportables(cfg) == {
+        "per_layer_embedder": g4.LiteRTExportableModuleForPerLayerEmbedder}
     assert set(g4.LiteRTExportableModuleForPerLayerEmbedder.get_sample_inputs(cfg.text_config, ecfg)) == {
         "decode_per_layer_embedder", "prefill_per_layer_embedder_32"}
     # converters.lean adds Gemma 4's final logit soft-capping, which this decode module skips

@@ -4,11 +4,10 @@ quantizing e2b-tiny's float export or refused in one line; `--recipe list`, plan
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from helpers import assert_one_line_error, cli
+from support.cli import assert_one_line_error, cli
 
 # ai-edge-quantizer 0.10.0's recipe module (a private layout, read by recipes.library_recipe_names).
 AEQ_0_10_0_RECIPES = {
@@ -126,6 +125,7 @@ def float_export(tiny_e2b, tmp_path_factory):
     return fx, work
 
 
+@pytest.mark.slow
 def test_every_recipe_converts_or_is_refused_in_one_line(float_export, tiny_e2b):
     """The pipeline's quantize + package step for each of the 28 recipes on one export: a bundle
     model, or a UserError whose message (the library's reason) is one line."""
@@ -160,6 +160,7 @@ def test_every_recipe_converts_or_is_refused_in_one_line(float_export, tiny_e2b)
     assert len(outcome) == len(RECIPES) >= 28
 
 
+@pytest.mark.slow
 def test_recipe_json_file_converts_like_its_name(float_export, tmp_path):
     from converters import census
     from converters.export import package, quantize_artifacts

@@ -12,6 +12,8 @@ import pytest
 from sdk_tools.bench import RESULTS_FORMAT, summarize
 from sdk_tools.report import METRIC_INFO, fmt, write_report
 
+from support.cli import cli
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -73,7 +75,7 @@ def test_report_numbers_equal_json(tmp_path):
     assert [r["TTFT (s)"] for r in per_run] == [fmt(r["ttft_s"], "ttft_s") for r in runs_a]
 
 
-def test_compare_flags_regressions(tmp_path, capsys):
+def test_compare_flags_regressions(tmp_path):
     base = fake_results(tmp_path / "base.json", model="SM-S921U", serial="s24", recipe="int8",
                         decode=[20.0, 20.0, 20.0], prefill=[300.0, 300.0, 300.0])
     new = fake_results(tmp_path / "new.json", model="SM-S921U", serial="s24", recipe="int8",
@@ -87,26 +89,22 @@ def test_compare_flags_regressions(tmp_path, capsys):
     assert "**REGRESSION**" in md and "-15.0%" in md
     assert (tmp_path / "out" / "compare_decode.png").read_bytes().startswith(PNG_MAGIC)
 
-    from sdk_tools.cli.app import main
-
-    capsys.readouterr()
-    assert main(["report", str(new), "--baseline", str(base), "-o", str(tmp_path / "cli"), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    res = cli("report", new, "--baseline", base, "-o", tmp_path / "cli", "--json")
+    assert res.code == 0
+    doc = res.json()
     assert [c["metric"] for c in doc["regressions"]] == ["decode_tps"]
-    assert main(["report", str(new), "--baseline", str(base), "-o", str(tmp_path / "cli"),
-                 "--fail-on-regression"]) == 1
-    assert main(["report", str(new), "--baseline", str(base), "-o", str(tmp_path / "cli"), "--threshold", "0.2",
-                 "--fail-on-regression"]) == 0
+    assert cli("report", new, "--baseline", base, "-o", tmp_path / "cli", "--fail-on-regression").code == 1
+    assert cli("report", new, "--baseline", base, "-o", tmp_path / "cli", "--threshold", "0.2",
+               "--fail-on-regression").code == 0
 
 
-def test_report_bad_input(tmp_path, capsys):
-    from sdk_tools.cli.app import main
-
+def test_report_bad_input(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
-    capsys.readouterr()
-    assert main(["report", str(bad), "-o", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
+    res = cli("report", bad, "-o", tmp_path / "o")
+    assert res.code == 2
+    err = res.err.strip()
     assert len(err.splitlines()) == 1 and "not a bench results file" in err
-    assert main(["report", str(tmp_path / "missing.json")]) == 2
-    assert re.search(r"does not exist", capsys.readouterr().err)
+    res = cli("report", tmp_path / "missing.json")
+    assert res.code == 2
+    assert re.search(r"does not exist", res.err)

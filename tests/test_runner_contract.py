@@ -45,16 +45,13 @@ def test_output_round_trip_and_errors():
 
 
 @pytest.fixture
-def device_with_bundle(emulator_factory, e2b_int8_bundle, tmp_path):
+def device_with_bundle(device, e2b_int8_bundle, tmp_path):
     from on_device.runner_contract import emulator_runner_bytes
 
     runner = tmp_path / "litert_lm_main"
     runner.write_bytes(emulator_runner_bytes())
-    emu = emulator_factory("galaxy-s24")
-    dev = TcpDevice(emu.serial)
-    dep = deploy(dev, e2b_int8_bundle, runner=runner, device_dir=DEV_DIR)
-    yield dev, dep
-    dev.close()
+    dep = deploy(device, e2b_int8_bundle, runner=runner, device_dir=DEV_DIR)
+    return device, dep
 
 
 def _run(dev, dep, inv: RunnerInvocation, env: str = ""):
@@ -107,7 +104,8 @@ def test_low_memory_killer(e2b_int8_bundle, tmp_path):
     """A phone whose app RAM budget is below what the model needs kills the runner (SIGKILL, 137)."""
     from on_device.runner_contract import emulator_runner_bytes
 
-    profile = dataclasses.replace(load_profile("galaxy-s24"), ram_budget_bytes=24 << 20)  # above the model file (2 MB), below the process
+    # above the model file (2 MB), below the process
+    profile = dataclasses.replace(load_profile("galaxy-s24"), ram_budget_bytes=24 << 20)
     server = EmulatorServer(EmulatorConfig(profile=profile, root=tmp_path / "root"))
     server.start()
     try:

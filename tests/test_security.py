@@ -5,7 +5,6 @@ read, listed or changed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
@@ -13,23 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from adb_shell.adb_device import AdbDevice
 
 from on_device.emulator.fs import LINK_PREFIX
-from sdk_tools.devices.tcp import _Transport
 
-ITERATIONS = int(os.environ.get("G4M_RACE_ROUNDS", "300"))  # client round trips per racing client
+from support.cli import cli
+from support.deploy import make_bundle
+from support.emulator import adb_shell_client, device_file, make_emulator
+
+ITERATIONS = int(os.environ.get("GEMMA4_MOBILE_RACE_ROUNDS", "300"))  # client round trips per racing client
 SECONDS = 20.0  # and never longer than this
 TMP = "/data/local/tmp"
 SECRET = b"HOST-SECRET-7d3f9a"
-
-
-def _device(port: int) -> AdbDevice:
-    """adb-shell's client over a TCP_NODELAY transport (the stock one waits ~40 ms per round trip
-    on Nagle + delayed ACK, which would make a race of a few hundred rounds take minutes)."""
-    dev = AdbDevice(_Transport("127.0.0.1", port), default_transport_timeout_s=30)
-    dev.connect(rsa_keys=None, auth_timeout_s=5)
-    return dev
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def _snapshot(d: Path) -> dict[str, tuple[bytes, int, float]]:
 def race(port: int, victim, attacker, setup: str = "") -> list:
     """Run `victim(dev)` and `attacker(dev)` in loops on two separate ADB connections at once,
     ITERATIONS round trips each or SECONDS, whichever ends first; returns the victim's results."""
-    a, b = _device(port), _device(port)
+    a, b = adb_shell_client(port), adb_shell_client(port)
     if setup:
         a.shell(setup)
     results: list = []
@@ -96,6 +89,7 @@ def _swap_dir(path: str, link_to: Path) -> str:
 
 
 # ---- 1. symlink-swap races ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_shell_write_race_never_writes_outside_the_root(emulator_factory, host):
     emu = emulator_factory()
     before = _snapshot(host)
@@ -111,6 +105,7 @@ def test_shell_write_race_never_writes_outside_the_root(emulator_factory, host):
     assert _snapshot(host) == before
 
 
+@pytest.mark.slow
 def test_shell_read_race_never_reads_outside_the_root(emulator_factory, host):
     emu = emulator_factory()
     f, d = f"{TMP}/r/f", f"{TMP}/r/d"
@@ -127,6 +122,7 @@ def test_shell_read_race_never_reads_outside_the_root(emulator_factory, host):
     assert f"{len(SECRET) + 1}\n" not in text.replace("decoy", "")  # stat of the host file
 
 
+@pytest.mark.slow
 def test_sync_recv_and_list_race_never_read_outside_the_root(emulator_factory, host, tmp_path):
     emu = emulator_factory()
     f, d = f"{TMP}/s/f", f"{TMP}/s/d"
@@ -155,6 +151,7 @@ def test_sync_recv_and_list_race_never_read_outside_the_root(emulator_factory, h
     assert b"1000000000" not in blob  # the host file's mtime, had STAT reached it
 
 
+@pytest.mark.slow
 def test_sync_send_race_never_writes_outside_the_root(emulator_factory, host, tmp_path):
     emu = emulator_factory()
     before = _snapshot(host)
@@ -181,7 +178,7 @@ def test_device_symlinks_never_resolve_on_the_host(emulator_factory, host, tmp_p
     device's namespace only. Absolute, relative with too many `..`, and one pushed over sync
     (S_IFLNK); the device resolves each inside its own root, like a chroot."""
     emu = emulator_factory()
-    dev = _device(emu.port)
+    dev = adb_shell_client(emu.port)
     try:
         out = dev.shell(f"cd {TMP} && ln -s {host}/secret.txt abs && ln -s ../../../../../../../..{host}/secret.txt rel"
                         f" && ln -s {host} dir && ls -l abs; echo rc=$?")
@@ -215,8 +212,6 @@ def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
     stays the device's; issue 11's host-unresolvable form in /data, which the device kernel
     cannot follow, becomes the device target; a raw one outside /data (host-visible) becomes the
     host-unresolvable form."""
-    from conftest_emulator import make_emulator
-
     root = tmp_path / "root"
     tmp = root / "data" / "local" / "tmp"
     tmp.mkdir(parents=True)
@@ -231,7 +226,7 @@ def test_links_from_older_roots_are_rewritten_on_start(tmp_path, host):
     try:
         assert os.readlink(root / "vendor" / "outside") == LINK_PREFIX + str(host / "secret.txt")
         assert not os.path.lexists(tmp / "old")  # in the device's /data now, off the host
-        dev = _device(emu.port)
+        dev = adb_shell_client(emu.port)
         try:
             out = dev.shell(f"readlink {TMP}/old {TMP}/issue11; cat {TMP}/issue11; cat /vendor/outside 2>&1")
             assert out.splitlines()[:3] == [str(host / "secret.txt"), "/data/local/tmp/real", "real"]
@@ -247,7 +242,7 @@ def test_runner_model_path_never_leaves_the_root(emulator_factory, tmp_path, run
     model file (absolute or relative) is not a way to make the emulator load host files."""
     emu = emulator_factory()
     (host / "model.litertlm").write_bytes(b"LITERTLM" + b"\0" * 64)
-    dev = _device(emu.port)
+    dev = adb_shell_client(emu.port)
     try:
         dev.push(str(runner_file), f"{TMP}/runner", st_mode=stat.S_IFREG | 0o755)
         dev.shell(f"ln -s {host}/model.litertlm {TMP}/abs.litertlm; "
@@ -297,8 +292,6 @@ def test_host_run_writes_no_cache_into_the_bundle(e2b_int8_bundle, tmp_path):
     """`gemma4-mobile run` must not leave a 2.8 MB .xnnpack_cache in the user's bundle directory."""
     import shutil
 
-    from helpers import cli
-
     bundle = tmp_path / "bundle"
     shutil.copytree(e2b_int8_bundle, bundle, ignore=shutil.ignore_patterns("*.xnnpack_cache"))
     before = sorted(p.name for p in bundle.iterdir())
@@ -311,8 +304,6 @@ def test_host_run_writes_no_cache_into_the_bundle(e2b_int8_bundle, tmp_path):
 def _evil_bundle(tmp_path: Path, edit) -> Path:
     """A bundle whose manifest was edited by hand (what an attacker ships): `edit(manifest)`."""
     import json
-
-    from test_deploy import make_bundle
 
     b = make_bundle(tmp_path / "bundles", size=64 << 10)
     m = json.loads((b / "manifest.json").read_text())
@@ -359,8 +350,6 @@ def _traversals(host: Path, tmp_path: Path):
                                   "nul", "npu-model", "symlink-out"])
 @pytest.mark.usefixtures("isolated_device_env")
 def test_manifest_names_outside_the_bundle_are_refused(case, tmp_path, host, emulator_factory, runner_file):
-    from helpers import cli
-
     if case == "symlink-out":  # the name is clean; the file in the bundle is a link out of it
         def edit(m):
             m["files"]["model.litertlm"] = _secret_entry(host)
@@ -378,7 +367,7 @@ def test_manifest_names_outside_the_bundle_are_refused(case, tmp_path, host, emu
     emu = emulator_factory()
     r = cli("push", b, "--device", emu.serial, "--runner", runner_file)
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1, (r.code, r.err)
-    dev = _device(emu.port)
+    dev = adb_shell_client(emu.port)
     try:  # refused before the device was touched: no directory made, no byte sent
         assert dev.shell(f"ls {TMP}") == ""
     finally:
@@ -393,7 +382,6 @@ def test_push_checks_local_hashes_before_the_device_accepts_a_file(tmp_path, emu
     from sdk_tools.deploy import PART_SUFFIX, deploy
     from sdk_tools.devices.tcp import TcpDevice
     from gemma4_common.errors import UserError
-    from test_deploy import device_file
 
     def edit(m):
         m["files"]["model.litertlm"]["sha256"] = "0" * 64
@@ -428,8 +416,6 @@ def test_push_checks_local_hashes_before_the_device_accepts_a_file(tmp_path, emu
 @pytest.mark.parametrize("case", ["binary", "list", "files-list", "size-str", "sha-int", "recipe-list",
                                   "no-files", "empty-files", "main-not-listed", "export-str"])
 def test_malformed_manifests_are_one_line_errors(case, tmp_path):
-    from helpers import cli
-
     edits = {
         "files-list": lambda m: m.__setitem__("files", list(m["files"])),
         "size-str": lambda m: m["files"]["model.litertlm"].__setitem__("size", "12"),

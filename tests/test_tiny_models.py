@@ -93,6 +93,7 @@ def _deltas(ref, bundle) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_bundle_logprobs_match_pytorch(tiny_e2b, e2b_bundles):
     from sdk_tools.accuracy.reference import TorchReference
 
