@@ -45,7 +45,7 @@ def main() -> int:
     model = a.bundle / read_manifest(a.bundle)["main_model"]
     g4m = g4m_command()
     with scratch_dir("g4m-bench-overhead-") as work:
-        env = clean_env(("ANDROID_", "ADB_", "G4M_"), GEMMA4_MOBILE_HOME=str(work / "g4m"),
+        env = clean_env(("ANDROID_", "ADB_", "G4M_", "GEMMA4_MOBILE_"), GEMMA4_MOBILE_HOME=str(work / "g4m"),
                         ANDROID_USER_HOME=str(work / "android"), ANDROID_ADB_SERVER_PORT="1")
         os.environ["GEMMA4_MOBILE_HOME"] = env["GEMMA4_MOBILE_HOME"]
         from on_device.runner_contract import emulator_runner_bytes

@@ -59,7 +59,8 @@ def main() -> int:
             w, rss = measure([PY, "-c", DIRECT, str(ckpt), str(tmp / f"direct-{r}"), r])
             direct_wall += w
             direct_rss = max(direct_rss, rss)
-        ours_wall, ours_rss = measure([exe, "convert", str(ckpt), "-o", str(tmp / "ours"), "--recipe", ",".join(recipes)])
+        ours_wall, ours_rss = measure([exe, "convert", str(ckpt), "-o", str(tmp / "ours"),
+                                       "--recipe", ",".join(recipes)])
     print(f"checkpoint {ckpt.name}, recipes {', '.join(recipes)}")
     print(f"litert-torch export_hf directly : {direct_wall:7.1f} s   peak RSS {direct_rss:7.0f} MiB"
           f"   ({len(recipes)} export{'s' if len(recipes) > 1 else ''})")

@@ -6,7 +6,7 @@ re-push of the unchanged bundle against the tool's floor; CPU seconds per GiB of
                               [--profile galaxy-s24]
 
 Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through the adb server
-(streamed: written and hashed on the device in one pass); and over TCP with G4M_PUSH_SYNC=1 (sync
+(streamed: written and hashed on the device in one pass); and over TCP with GEMMA4_MOBILE_PUSH_SYNC=1 (sync
 SEND, then sha256sum: the path of a device without exec:, and of the previous version).
 
 Each figure is the wall time of the whole command (process start, transfer, sha256 on the device,
@@ -107,8 +107,9 @@ def main() -> int:
     g4m = g4m_command()
 
     with scratch_dir("g4m-push-bench-") as work:
-        env = clean_env(("ANDROID_", "ADB_", "G4M_"), HOME=str(work / "home"), GEMMA4_MOBILE_HOME=str(work / "g4m"),
-                        ANDROID_ADB_SERVER_PORT=str(free_port()), ADB_MDNS="0", G4M_CONFIG=str(work / "none.json"))
+        env = clean_env(("ANDROID_", "ADB_", "G4M_", "GEMMA4_MOBILE_"), HOME=str(work / "home"),
+                        GEMMA4_MOBILE_HOME=str(work / "g4m"), ANDROID_ADB_SERVER_PORT=str(free_port()), ADB_MDNS="0",
+                        GEMMA4_MOBILE_CONFIG=str(work / "none.json"))
         (work / "home").mkdir()
         os.environ.update(GEMMA4_MOBILE_HOME=env["GEMMA4_MOBILE_HOME"])
         from converters.bundle import read_manifest
@@ -150,7 +151,7 @@ def main() -> int:
                        "gemma4-mobile adb-server": lambda d: g4m_push(d, env),
                        # The path of a device without exec: (and of the previous version): sync SEND,
                        # then sha256sum of the temporary file, after the host hashed the file.
-                       "g4m tcp, sync then hash": lambda d: g4m_push(d, dict(env_tcp, G4M_PUSH_SYNC="1"))}
+                       "g4m tcp, sync then hash": lambda d: g4m_push(d, dict(env_tcp, GEMMA4_MOBILE_PUSH_SYNC="1"))}
             names = list(methods)
             walls: dict[str, list[float]] = {n: [] for n in names}
             cpus: dict[str, list[tuple]] = {n: [] for n in names}
@@ -197,7 +198,8 @@ def main() -> int:
             print(f"  {'':25} cpu s/GiB: client {c[0]:.2f}, adb server {c[1]:.2f}, emulator {c[2]:.2f}, "
                   f"device {c[3]:.2f}, total {sum(c):.2f}")
         floor = [h + t for h, t in zip(t_help, t_true)]
-        print(f"  re-push unchanged (tcp)   {statistics.median(t_re):.2f} s median ({', '.join(f'{x:.2f}' for x in t_re)}) "
+        print(f"  re-push unchanged (tcp)   {statistics.median(t_re):.2f} s median "
+              f"({', '.join(f'{x:.2f}' for x in t_re)}) "
               f"= {statistics.median(t_re) / statistics.median(walls['gemma4-mobile tcp']):.3f} of a full push, "
               f"{statistics.median([r / f for r, f in zip(t_re, floor)]):.2f}x the floor "
               f"(median {statistics.median(t_help):.2f} s `gemma4-mobile --help` + "

@@ -183,8 +183,8 @@ def run_convert(ckpt: Path, out: Path, recipe: str, v2: bool, cache: int, rss_li
     th.join()
     wall = time.perf_counter() - t0
     step = max(1, len(timeline) // 40)
-    res = {"v2": v2, "converter": "v2" if v2 else converter, "rc": proc.returncode, "wall_s": wall, "peak_rss_bytes": peak[0],
-           "peak_rss_with_mapped_bytes": peak_total[0], "peak_at_s": at_peak[0],
+    res = {"v2": v2, "converter": "v2" if v2 else converter, "rc": proc.returncode, "wall_s": wall,
+           "peak_rss_bytes": peak[0], "peak_rss_with_mapped_bytes": peak_total[0], "peak_at_s": at_peak[0],
            "stopped_at_limit": stopped[0], "rss_limit_bytes": rss_limit, "rss_timeline": timeline[::step],
            "error": None}
     if stopped[0]:
@@ -238,7 +238,8 @@ def measure(args, layers: int | None, v2_ok: bool) -> dict:
           f"{'reused' if time.perf_counter() - t0 < 1 else 'written'} in {time.perf_counter() - t0:.0f} s")
     runs = []
     if v2_ok:
-        runs.append(run_convert(work / "ckpt", work / "bundle-v2", args.recipe, True, args.cache_length, args.rss_limit))
+        runs.append(run_convert(work / "ckpt", work / "bundle-v2", args.recipe, True, args.cache_length,
+                                args.rss_limit))
     for conv in converters_for(args, layers):
         runs.append(run_convert(work / "ckpt", work / f"bundle-{conv}", args.recipe, False, args.cache_length,
                                 args.rss_limit, converter=conv))
@@ -250,9 +251,9 @@ def measure(args, layers: int | None, v2_ok: bool) -> dict:
                                 prefill_lengths=[128], cache_lengths=[args.cache_length])
         r["estimate_bytes"] = est_r.total
         if r["rc"] != 0:
-            print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB anonymous "
-                  f"(at {r['peak_at_s']:.0f} s) = {r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 checkpoint: "
-                  f"{r['error']}")
+            print(f"  {name}: FAILED after {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB "
+                  f"anonymous (at {r['peak_at_s']:.0f} s) = {r['peak_rss_bytes'] / ckpt_bytes:.2f}x the bf16 "
+                  f"checkpoint: {r['error']}")
             continue
         print(f"  {name}: {r['wall_s']:.0f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB anonymous "
               f"({r['peak_rss_with_mapped_bytes'] / 2**30:.2f} GiB with mapped files) = "
@@ -332,7 +333,7 @@ from on_device.engine import benchmark, peak_rss_mb
 st = benchmark(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
 print(json.dumps({"init_s": st.init_s, "ttft_s": st.ttft_s, "prefill_tps": st.prefill_tps, "decode_tps": st.decode_tps,
                   "prefill_tokens": st.prefill_tokens, "decode_tokens": st.decode_tokens, "peak_rss_mb": peak_rss_mb()}))
-"""
+"""  # noqa: E501 (script text run in a child process; wrapping would change the string)
 
 _EAGER_DECODE = """
 import json, sys, time, torch
@@ -352,7 +353,7 @@ with torch.no_grad():
     dt = time.perf_counter() - t0
 import resource
 print(json.dumps({"decode_tps": n / dt, "dtype": sys.argv[2], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+"""  # noqa: E501 (script text run in a child process; wrapping would change the string)
 
 
 def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
@@ -372,13 +373,13 @@ def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
 def run_figures(bundle_dir: Path, ckpt: Path, variant: str, context: int, threads: int = 2) -> dict:
     """`gemma4-mobile run` generates; LiteRT-LM's benchmark (TTFT, prefill/decode tok/s, peak RSS); the decode
     rate next to the memory-bandwidth limit and next to eager transformers greedy decoding."""
-    from converters.planner import estimate_memory, load_shape, plan
+    from converters.planner import plan
 
     exe = Path(sys.executable).with_name("gemma4-mobile")
     out: dict = {}
     t0 = time.perf_counter()
-    r = subprocess.run([str(exe), "run", str(bundle_dir), "-p", "The capital of France is", "--max-tokens", "16", "--json"],
-                       capture_output=True, text=True, timeout=1800)
+    r = subprocess.run([str(exe), "run", str(bundle_dir), "-p", "The capital of France is", "--max-tokens", "16",
+                        "--json"], capture_output=True, text=True, timeout=1800)
     out["run"] = {"rc": r.returncode, "s": time.perf_counter() - t0,
                   "out": r.stdout.strip()[-400:], "err": r.stderr.strip().splitlines()[-1:] if r.returncode else []}
     print(f"gemma4-mobile run: rc {r.returncode} in {out['run']['s']:.0f} s: {out['run']['out'][:200]!r}")
@@ -394,9 +395,11 @@ def run_figures(bundle_dir: Path, ckpt: Path, variant: str, context: int, thread
     out.update({"copy_bandwidth_bytes_s": bw, "bytes_per_token": per_token, "bandwidth_limit_tps": limit})
     if "decode_tps" in eng:
         print(f"LiteRT-LM CPU ({threads} cores): TTFT {eng['ttft_s']:.2f} s, prefill {eng['prefill_tps']:.1f} tok/s, "
-              f"decode {eng['decode_tps']:.2f} tok/s, peak RSS {eng['peak_rss_mb'] / 1024:.2f} GiB, init {eng['init_s']:.1f} s")
+              f"decode {eng['decode_tps']:.2f} tok/s, peak RSS {eng['peak_rss_mb'] / 1024:.2f} GiB, "
+              f"init {eng['init_s']:.1f} s")
         print(f"  decode vs memory-bandwidth limit: {eng['decode_tps']:.2f} / {limit:.2f} tok/s = "
-              f"{eng['decode_tps'] / limit:.2f}x (numpy copy {bw / 1e9:.1f} GB/s over {per_token / 1e9:.2f} GB per token: "
+              f"{eng['decode_tps'] / limit:.2f}x (numpy copy {bw / 1e9:.1f} GB/s over "
+              f"{per_token / 1e9:.2f} GB per token: "
               f"resident weights + KV at {context} from the planner)")
     else:
         print(f"LiteRT-LM benchmark failed: {eng.get('error')}")
@@ -407,8 +410,8 @@ def run_figures(bundle_dir: Path, ckpt: Path, variant: str, context: int, thread
     out["eager"] = eager
     if "decode_tps" in eager and "decode_tps" in eng:
         print(f"  decode vs eager transformers greedy ({dtype}, same checkpoint, {threads} threads): "
-              f"{eng['decode_tps']:.2f} / {eager['decode_tps']:.3f} tok/s = {eng['decode_tps'] / eager['decode_tps']:.1f}x "
-              f"(goal >= 3x)")
+              f"{eng['decode_tps']:.2f} / {eager['decode_tps']:.3f} tok/s = "
+              f"{eng['decode_tps'] / eager['decode_tps']:.1f}x (goal >= 3x)")
     return out
 
 

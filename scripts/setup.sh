@@ -35,6 +35,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # torch is pinned to the CPU wheel that lies on this machine's disk (an unpinned torch pulls CUDA).
+echo "setup: checking the Python stack in .venv"
 if ! .venv/bin/python -c "import litert_lm, litert_torch, adb_shell, typer, sdk_tools" >/dev/null 2>&1; then
   echo "setup: installing the Python stack (several minutes on a fresh machine)"
   .venv/bin/python -m pip install -q --upgrade pip

@@ -27,9 +27,8 @@ def main(out: Path) -> None:
     import litert_lm
 
     from gemma4_common.fsutil import atomic_write_text
-    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, render_prompt
+    from gemma4_common.gemma4_format import Message, STOP_SEQUENCES, cut_at_stop, render_prompt
     from on_device.engine import HostEngine
-    from on_device.agent.host import cut_at_stop
     from sdk_tools.demo import DEMO_PROMPTS
     from on_device.agent.host import HostTextEngine
     from on_device.agent.loop import AgentLoop, ToolRegistry

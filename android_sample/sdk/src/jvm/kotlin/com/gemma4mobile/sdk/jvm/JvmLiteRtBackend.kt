@@ -345,7 +345,7 @@ class JvmLiteRtBackend private constructor(
             return JvmLiteRtBackend(lib, engine, (System.nanoTime() - t0) / 1e9, model.absolutePath)
         }
 
-        /** (index, sequence) of the earliest stop sequence in [text] (on_device.engine.first_stop). */
+        /** (index, sequence) of the earliest stop sequence in [text] (gemma4_common.gemma4_format.cut_at_stop). */
         fun firstStop(
             text: CharSequence,
             stop: List<String>,
