@@ -25,10 +25,12 @@ from on_device.runner_contract import (EXIT_BAD_FLAGS, EXIT_LMK_KILLED, EXIT_RUN
                                        parse_flags)
 
 POLL_S = 0.05
-# LiteRT-LM's cache_dir value that turns its weight cache off: the emulator's runner must not write
-# `<model>_<mtime>_<size>.xnnpack_cache` next to a device file (a planted symlink there would be
-# followed, and the write would bypass the device's storage quota).
+# LiteRT-LM's cache_dir value that turns its weight cache off. The emulator's runner never lets it
+# write `<model>_<mtime>_<size>.xnnpack_cache` next to a device file (a planted symlink there would be
+# followed, and the write would bypass the device's storage quota): the cache goes to a host
+# directory of the emulator's own, one subdirectory per model file version (_engine_cache).
 NO_ENGINE_CACHE = ":nocache"
+ENGINE_CACHES_KEPT = 8  # model file versions whose weight cache is kept (each about the model's size)
 DISPATCH_LIB_PREFIX = "libLiteRtDispatch_"
 GPU_ACCELERATOR_LIB = "libLiteRtGpuAccelerator.so"
 
@@ -97,6 +99,28 @@ def _pinned_model(ctx, device_path: str) -> Iterator[tuple[int, str, int]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _engine_cache(ctx, device_path: str, st: os.stat_result) -> str:
+    """The cache_dir for LiteRT-LM: a directory of its own per model file version (path, inode,
+    size, mtime, ctime), because LiteRT-LM names its cache only by file name, mtime and size; the
+    least recently used beyond ENGINE_CACHES_KEPT are removed. NO_ENGINE_CACHE without a directory."""
+    base = getattr(ctx, "engine_cache_dir", None)
+    if base is None:
+        return NO_ENGINE_CACHE
+    import hashlib
+
+    ident = f"{device_path}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+    d = Path(base) / hashlib.sha256(ident.encode()).hexdigest()[:24]
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.utime(d)  # most recently used
+        kept = sorted((p for p in Path(base).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[ENGINE_CACHES_KEPT:]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        return NO_ENGINE_CACHE  # a cache only: run without it
+    return str(d)
+
+
 def run_runner(argv: list[str], ctx) -> int:
     prog = argv[0] if argv else RUNNER_NAME
     try:
@@ -110,10 +134,10 @@ def run_runner(argv: list[str], ctx) -> int:
         except Exception:
             _err(ctx, f"{prog}: ERROR: NOT_FOUND: cannot open model file {inv.model_path}")
             return EXIT_RUNTIME_ERROR
-        return _run_pinned(prog, inv, ctx, fd, model, size)
+        return _run_pinned(prog, inv, ctx, fd, model, size, _engine_cache(ctx, str(inv.model_path), os.fstat(fd)))
 
 
-def _run_pinned(prog: str, inv, ctx, fd: int, model: str, size: int) -> int:
+def _run_pinned(prog: str, inv, ctx, fd: int, model: str, size: int, cache_dir: str = NO_ENGINE_CACHE) -> int:
     if inv.backend == "npu":
         # The emulator has no NPU: like a phone without a usable dispatch library, NPU init fails.
         lib = _find_lib(ctx, _lib_dirs(ctx, inv), lambda n: n.startswith(DISPATCH_LIB_PREFIX) and n.endswith(".so"))
@@ -137,7 +161,7 @@ def _run_pinned(prog: str, inv, ctx, fd: int, model: str, size: int) -> int:
         _err(ctx, "Killed")
         return EXIT_LMK_KILLED
 
-    job = {"model": model, "cache_dir": NO_ENGINE_CACHE, "backend": inv.backend, "input_prompt": inv.input_prompt,
+    job = {"model": model, "cache_dir": cache_dir, "backend": inv.backend, "input_prompt": inv.input_prompt,
            "benchmark": inv.benchmark, "prefill_tokens": inv.prefill_tokens, "decode_tokens": inv.decode_tokens,
            "report_peak_memory": inv.report_peak_memory, "threads": inv.num_threads,
            "max_num_tokens": inv.max_num_tokens, "seed": inv.seed,

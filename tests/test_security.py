@@ -288,6 +288,47 @@ def test_runner_never_writes_through_a_planted_cache_link(emulator_factory, e2b_
         dev.close()
 
 
+@pytest.mark.usefixtures("isolated_adb_key")
+def test_runner_weight_cache_lives_off_the_device_one_per_model_version(emulator_factory, e2b_int8_bundle,
+                                                                         runner_file, tmp_path, monkeypatch):
+    """The emulator's runner keeps LiteRT-LM's weight cache (what litert_lm_main on a phone keeps next
+    to the model, and what `litert-lm benchmark` uses) in a host directory of the emulator's state,
+    never on the device: reused by the next run of the same file, and a new one for a rewritten file
+    (LiteRT-LM names a cache by file name, mtime and size only)."""
+    from gemma4_common.shell import join
+    from on_device.runner_contract import RunnerInvocation, build_argv
+    from sdk_tools.deploy import deploy
+    from sdk_tools.devices.tcp import TcpDevice
+
+    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "home"))
+    emu = emulator_factory()
+    caches = tmp_path / "home" / "engine-cache"
+    dev = TcpDevice(emu.serial)
+    try:
+        dep = deploy(dev, e2b_int8_bundle, runner=runner_file, device_dir="/data/local/tmp/g4m")
+        argv = join(build_argv(dep.runner_path, RunnerInvocation(
+            model_path=dep.model_path, input_prompt="hi", max_output_tokens=4, apply_prompt_template=False)))
+
+        def run() -> list[Path]:
+            r = dev.shell_result(argv)
+            assert r.rc == 0, r.stderr
+            return sorted(caches.glob("*/*.xnnpack_cache"))
+
+        first = run()
+        assert len(first) == 1 and first[0].stat().st_size > 0
+        assert run() == first  # reused
+        listing = dev.shell_result(join(["ls", "-a", str(dep.bundle_dir)])).stdout.decode().split()
+        assert not [n for n in listing if n.endswith(".xnnpack_cache")]  # nothing on the device
+        # The same bytes written again (same name, size and mtime, new ctime): a cache of its own.
+        model = str(dep.model_path)
+        dev.check_shell(f"cp {model} {model}.new && touch -r {model} {model}.new && mv {model}.new {model}",
+                        "rewriting the model")
+        second = run()
+        assert len(second) == 2 and first[0] in second
+    finally:
+        dev.close()
+
+
 def test_host_run_writes_no_cache_into_the_bundle(e2b_int8_bundle, tmp_path):
     """`gemma4-mobile run` must not leave a 2.8 MB .xnnpack_cache in the user's bundle directory."""
     import shutil

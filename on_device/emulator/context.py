@@ -29,3 +29,6 @@ class RunnerContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     open_file: Callable[[str], int] | None = None  # device path -> read-only fd of a regular file
     listdir: Callable[[str], list[str]] | None = None  # device path -> names in that directory
+    # A host directory of the emulator's own (off the device) for LiteRT-LM's weight cache, which
+    # litert_lm_main on a phone keeps next to the model; None: no cache.
+    engine_cache_dir: Path | None = None

@@ -658,6 +658,7 @@ class DeviceUserland:
                  identity_files: dict[str, bytes]):
         self.tools = check_available()
         self.fs, self.profile, self.props, self.run_runner = fs, profile, props, run_runner
+        self.engine_cache_dir: Path | None = None  # set by the server: the runner's weight cache
         self.bin_dir, self.providers = userland_bin(self.tools, profile, cache_dir)
         _sweep_stale()
         self.state = Path(tempfile.mkdtemp(prefix=f"g4m-device-{os.getpid()}-"))
@@ -973,7 +974,8 @@ class DeviceUserland:
         fs = self.fs
         ctx = RunnerContext(resolve=lambda p: fs.resolve(str(p), cwd), stdout=out, stderr=err,
                             profile=self.profile, env=env, cwd=cwd, cancelled=cancelled,
-                            open_file=lambda p: fs.open_fd(str(p), cwd), listdir=lambda p: fs.listdir(str(p), cwd))
+                            open_file=lambda p: fs.open_fd(str(p), cwd), listdir=lambda p: fs.listdir(str(p), cwd),
+                            engine_cache_dir=self.engine_cache_dir)
         log.info("runner: %s", " ".join(runner_argv))
         try:
             return int(self.run_runner(list(runner_argv), ctx)) & 0xFF

@@ -555,6 +555,7 @@ class EmulatorServer:
         cache = state_dir() / "userland"
         self.userland = DeviceUserland(self.fs, self.config.profile, self.props, self.device.run_runner, cache,
                                        self._identity())
+        self.userland.engine_cache_dir = state_dir() / "engine-cache"
         self.device.userland = self.userland
         self.device.reverses = Reverses(self.userland)
 
