@@ -113,6 +113,11 @@ def _engine_cache(ctx, device_path: str, st: os.stat_result) -> str:
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.utime(d)  # most recently used
+        # LiteRT-LM's name for a cache holds the model's mtime as it computes it, which can come out
+        # one second apart between runs (a cache miss, then a second file): keep only the newest.
+        files = sorted(d.glob("*.xnnpack_cache"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in files[1:]:
+            stale.unlink(missing_ok=True)
         kept = sorted((p for p in Path(base).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[ENGINE_CACHES_KEPT:]:
             shutil.rmtree(old, ignore_errors=True)

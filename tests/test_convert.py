@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support.cli import assert_one_line_error, cli, cli_popen, cli_subprocess
+from support.cli import assert_error_after_progress, assert_one_line_error, cli, cli_popen, cli_subprocess
 from support.files import copy_checkpoint, leftovers
 
 
@@ -123,7 +123,7 @@ def test_disk_write_failure_leaves_nothing(tiny_e2b, tmp_path):
     """A real write failure (the process may not write files over 64 KiB) mid-export."""
     out = tmp_path / "out"
     res = cli_subprocess("convert", tiny_e2b, "-o", out, preexec_fn=_limit_file_size(64 * 1024))
-    assert_one_line_error(res)
+    assert_error_after_progress(res)  # the steps it got through, then the one-line error
     assert "write" in res.stderr.lower() or "disk" in res.stderr.lower()
     assert not out.exists()
     assert leftovers(tmp_path) == []

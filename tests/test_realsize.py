@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO
-from support.cli import assert_one_line_error, cli, cli_popen
+from support.cli import assert_error_after_progress, assert_one_line_error, cli, cli_popen
 from support.files import leftovers
 
 SCALE = 1 / 24
@@ -175,7 +175,7 @@ def test_killed_conversion_leaves_nothing(realshape, tmp_path, victim):
         proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if victim == "stage":
-        assert_one_line_error(subprocess.CompletedProcess([], proc.returncode, "", err), "killed by signal 9")
+        assert_error_after_progress(subprocess.CompletedProcess([], proc.returncode, "", err), "killed by signal 9")
     else:
         assert proc.returncode == 130, err
     time.sleep(0.5)

@@ -73,3 +73,18 @@ def assert_one_line_error(res, *needles: str) -> str:
     for n in needles:
         assert n.lower() in lines[0].lower(), (n, lines[0])
     return lines[0]
+
+
+def assert_error_after_progress(res, *needles: str) -> str:
+    """A command that failed after its work had begun: exit 2, its progress lines (in a pipe, the
+    plain renderer's) and then one `error: ` line, the last, naming each needle; no traceback."""
+    err = res.err if hasattr(res, "err") else res.stderr
+    code = res.code if hasattr(res, "code") else res.returncode
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2, (code, err)
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err
+    assert [ln for ln in lines if ln.startswith("error")] == [lines[-1]], err
+    for n in needles:
+        assert n.lower() in lines[-1].lower(), (n, lines[-1])
+    return lines[-1]
