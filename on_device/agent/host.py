@@ -9,7 +9,6 @@ to the schema's first allowed option where the model's draft is not allowed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,8 +97,6 @@ class RunnerTextEngine:
         self.max_num_tokens = max_num_tokens
         self.num_threads = num_threads
         self.generations = 0
-        self.last_result: Any = None
-        self.device_s = 0.0
 
     def invocation(self, prompt: str, max_new_tokens: int):
         from on_device.runner_contract import RunnerInvocation
@@ -113,10 +110,7 @@ class RunnerTextEngine:
 
     def generate(self, prompt: str, max_new_tokens: int, stop: list[str]) -> str:
         self.generations += 1
-        t0 = time.monotonic()
         result = self._run(self.invocation(prompt, max_new_tokens))
-        self.device_s += time.monotonic() - t0
-        self.last_result = result
         if result.response is None:
             raise UserError("the device runner printed no response", "check the runner with `gemma4-mobile bench`")
         return cut_at_stop(result.response, stop or STOP_SEQUENCES, keep=True)[0]
