@@ -5,9 +5,10 @@ re-push of the unchanged bundle against the tool's floor; CPU seconds per GiB of
     python benchmarks/push.py [--bundle DIR | --size-mib 256] [--rounds 3] [--repush-rounds N]
                               [--profile galaxy-s24]
 
-Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through the adb server
-(streamed: written and hashed on the device in one pass); and over TCP with GEMMA4_MOBILE_PUSH_SYNC=1 (sync
-SEND, then sha256sum: the path of a device without exec:, and of the previous version).
+Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through the adb server, as
+it pushes to an emulator (ro.boot.qemu=1: sync SEND, then one sha256sum-check-rename command per
+file); and both again with GEMMA4_MOBILE_PUSH_SYNC=0, the path a phone gets (streamed through exec:,
+written and hashed on the device in one pass).
 
 Each figure is the wall time of the whole command (process start, transfer, sha256 on the device,
 rename), MB = 10^6 bytes of bundle pushed (model + runner). Every `gemma4-mobile push` starts with
@@ -149,9 +150,10 @@ def main() -> int:
             methods = {"adb push": lambda d: adb_push(d),
                        "gemma4-mobile tcp": lambda d: g4m_push(d, env_tcp),
                        "gemma4-mobile adb-server": lambda d: g4m_push(d, env),
-                       # The path of a device without exec: (and of the previous version): sync SEND,
-                       # then sha256sum of the temporary file, after the host hashed the file.
-                       "g4m tcp, sync then hash": lambda d: g4m_push(d, dict(env_tcp, GEMMA4_MOBILE_PUSH_SYNC="1"))}
+                       # The path a phone gets (the emulator, ro.boot.qemu=1, gets sync SEND and then
+                       # sha256sum): each file streamed through exec:, written and hashed in one pass.
+                       "g4m tcp, streamed": lambda d: g4m_push(d, dict(env_tcp, GEMMA4_MOBILE_PUSH_SYNC="0")),
+                       "g4m adb-server, streamed": lambda d: g4m_push(d, dict(env, GEMMA4_MOBILE_PUSH_SYNC="0"))}
             names = list(methods)
             walls: dict[str, list[float]] = {n: [] for n in names}
             cpus: dict[str, list[tuple]] = {n: [] for n in names}

@@ -33,9 +33,13 @@ place. A local file that does not match its manifest therefore never reaches the
 digest is wrong on the device too; the host's own digest, taken then, says which of the two it
 was: a bad bundle, or bytes changed on the way). What it does not prove: that the storage itself
 holds those bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
-full re-hash, `rehash=True`), nor anything on a device whose own tools lie. Devices without
-`exec:` get the older path: sync SEND, then sha256sum of the temporary file (GEMMA4_MOBILE_PUSH_SYNC=1
-forces it, to compare or where a device's exec: misbehaves).
+full re-hash, `rehash=True`), nor anything on a device whose own tools lie.
+
+Emulators (ro.boot.qemu=1), and devices without `exec:`, get the sync path instead: sync SEND to
+the temporary name, then one device command that hashes it with sha256sum and ends as a streamed
+file does (verdict, rename, stat, stamp). An emulator's CPU is the host's: the overlap that keeps a
+phone's link busy costs it more than it hides (`streams_pushes` has the figures).
+$GEMMA4_MOBILE_PUSH_SYNC=1 or 0 chooses either path for any device.
 
 Re-pushes cost what checking costs: after a verified hash the host writes a verification stamp
 next to the bundle on the device (per file: path, size, mtime, ctime, inode and sha256; and the
@@ -66,7 +70,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from converters.bundle import MANIFEST, read_manifest
-from gemma4_common.config import env_flag, env_name, state_dir
+from gemma4_common.config import env, env_name, state_dir
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import read_json, sha256_file
 from gemma4_common.progress import Progress
@@ -515,6 +519,26 @@ _STAMPED = "__g4m_stamped__"
 MAX_COMMAND = 3500  # stay under the 4 KiB an old adbd takes in one OPEN
 
 
+# Android's emulators say so in ro.boot.qemu (Android 12+) or ro.kernel.qemu (older); so does ours.
+_EMULATOR_PROPS = ("ro.boot.qemu", "ro.kernel.qemu")
+
+
+def streams_pushes(device: Device) -> bool:
+    """Whether files go to `device` streamed through exec: (written and hashed on the device in one
+    pass) or by sync SEND followed by sha256sum. A phone's CPU is its own and its link (USB, Wi-Fi)
+    is the bound: streaming keeps the link busy while the device hashes. An emulator's CPU is the
+    host's, so the overlap is paid for by the transfer itself: streaming costs the device 3.1 CPU
+    s/GiB (pipes, dd's writes and read-back) against 1.0 for sync's in-place write plus sha256sum,
+    and on the reference emulator sync measured 0.71x of `adb push` against streaming's 0.53x
+    (benchmarks/push.py, 1 GiB, 2 cores). $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync, 0 streamed."""
+    forced = (env("PUSH_SYNC") or "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return False
+    if forced in ("0", "false", "no", "off"):
+        return True
+    return not any(device.props.get(k) == "1" for k in _EMULATOR_PROPS)
+
+
 class _Sender:
     """Sends files one by one, each streamed through `exec:` into one device command that writes,
     hashes, checks and renames it (see the module docstring); on a device without `exec:`, sync
@@ -524,7 +548,7 @@ class _Sender:
         self.device, self.progress, self.hashes = device, progress, hashes
         self.dd_count_bytes = dd_count_bytes
         self.first: str | None = None  # runs on the device before the first file is written
-        self.streaming = not env_flag("PUSH_SYNC")
+        self.streaming = streams_pushes(device)
         self.stamped = False  # the last push also wrote the verification stamp
 
     def push(self, item: _Item, stamp: tuple[PurePosixPath, str, dict[str, dict[str, Any]]] | None = None
@@ -538,11 +562,7 @@ class _Sender:
         if self.first:
             self.device.shell_result(self.first)
             self.first = None
-        # As streamed: the device's sha256 of the temporary file is the proof, no host pass before.
-        st0 = os.stat(item.local)
-        done = _push_verified(self.device, item, self.progress, self.hashes)
-        self._host_proven(item, st0)
-        return done
+        return self._synced(item, stamp)
 
     def _host_proven(self, item: _Item, st0: os.stat_result) -> None:
         """The device found the manifest's sha256 in what was read from the host file: the host-hash
@@ -571,7 +591,36 @@ class _Sender:
                 pass  # the device is gone; its command removes it when hung up, the next deploy otherwise
             raise
         self.first = None
-        text = out.decode("utf-8", "replace")
+        return self._settled(item, tmp, out.decode("utf-8", "replace"), st0, t0)
+
+    def _synced(self, item: _Item, stamp) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
+        """sync SEND to the temporary name, then one device command: sha256sum of it against the
+        manifest, size, mode, rename into place, stat (and the stamp after the manifest): as
+        streamed, the device's digest of what it received is the proof, and no host pass precedes it."""
+        device, final = self.device, item.device_path
+        tmp = _part_name(final)
+        st0 = os.stat(item.local)
+        t0 = time.perf_counter()
+        try:
+            with self.progress.step(f"{device.serial}: {final.name}", total=item.size):
+                device.push(item.local, tmp, mode=item.mode, progress=self.progress.advance)
+            after = _stamp_command(*stamp, final, item.sha256) if stamp else ""
+            script = _settle_script(item, tmp, after)
+            if len(script) > MAX_COMMAND and after:
+                script = _settle_script(item, tmp, "")
+            r = device.shell_result(script, timeout_s=None)
+        except BaseException:
+            try:
+                device.remove(tmp)
+            except Exception:
+                pass  # the device is gone; the next deploy removes it
+            raise
+        return self._settled(item, tmp, r.out + r.err, st0, t0)
+
+    def _settled(self, item: _Item, tmp: PurePosixPath, text: str, st0: os.stat_result, t0: float
+                 ) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
+        """What the device command said of one file: in place (action, final stat), or the error."""
+        device, final = self.device, item.device_path
         st = _parse_stat_lines(text).get(str(final))
         if st is not None and _size_matches(st[0], item.size):
             # In place only with the manifest's sha256 of what the device received.
@@ -631,22 +680,40 @@ def _stream_script(item: _Item, tmp: PurePosixPath, first: str | None, after: st
               + (f"; {write(rest)}" if rest else ""))
     reader = (f"while read i; do dd if={t} bs=1048576 skip=$((i*{CHUNK_MIB})) count={CHUNK_MIB} 2>/dev/null "
               "|| exit 1; done")
-    move = " && ".join([join(["chmod", f"{item.mode:o}", str(tmp)]),
-                        join(["mv", "-f", str(tmp), str(item.device_path)]),
-                        join(["stat", "-c", STAT_FORMAT, str(item.device_path)])])
     parts = ["set -o pipefail", "trap " + quote(f"rm -f {t}; exit 129") + " HUP INT TERM PIPE"]
     if first:
         parts.append(first)
     parts += [
         f": > {t} || exit 1",
         f"h=$({{ {writer}; }} | {reader} | sha256sum); r=$?; h=${{h%% *}}",
+        *_verdict_and_move(item, tmp, after, f"{{ touch -m -d @{mtime} {t} 2>/dev/null; :; }}"),
+    ]
+    return "; ".join(parts)
+
+
+def _settle_script(item: _Item, tmp: PurePosixPath, after: str) -> str:
+    """The device command after a sync SEND to TMP: its sha256sum, then as at the end of a streamed
+    file (the verdict line; only with the manifest's digest and size: mode, rename, stat, `after`).
+    The mtime came with the SEND's DONE."""
+    t = quote(str(tmp))
+    return "; ".join([f"h=$(sha256sum {t}); r=$?; h=${{h%% *}}", *_verdict_and_move(item, tmp, after, ":")])
+
+
+def _verdict_and_move(item: _Item, tmp: PurePosixPath, after: str, before_move: str) -> list[str]:
+    """The end of a file's device command, once `h` holds TMP's digest and `r` the hashing's exit
+    status: say both and TMP's size on the verdict line; if they are the manifest's, `before_move`,
+    chmod, rename into place, stat and `after`; else remove TMP. Sizes are compared as strings."""
+    t = quote(str(tmp))
+    move = " && ".join([join(["chmod", f"{item.mode:o}", str(tmp)]),
+                        join(["mv", "-f", str(tmp), str(item.device_path)]),
+                        join(["stat", "-c", STAT_FORMAT, str(item.device_path)])])
+    return [
         f"s=$(stat -c %s {t} 2>/dev/null)",
         f'echo "{_VERDICT} $r $h $s"',
         f'if [ "$r" = 0 ] && [ "$h" = {item.sha256} ] && [ "$s" = {item.size} ] && '
-        f"{{ touch -m -d @{mtime} {t} 2>/dev/null; :; }} && {move}; then {after or ':'}; exit 0; fi",
+        f"{before_move} && {move}; then {after or ':'}; exit 0; fi",
         f"rm -f {t}; exit 1",
     ]
-    return "; ".join(parts)
 
 
 def _stamp_command(stamp_path: PurePosixPath, manifest_sha: str, entries: dict[str, dict[str, Any]],
@@ -663,35 +730,6 @@ def _stamp_command(stamp_path: PurePosixPath, manifest_sha: str, entries: dict[s
     return ("{ " + join(["printf", "%s", head]) + " && " + join(["stat", "-c", fmt, str(final)]) + " && "
             + join(["printf", "}}\\n"]) + "; } > " + quote(str(tmp)) + " && "
             + join(["mv", "-f", str(tmp), str(stamp_path)]) + " && echo " + _STAMPED)
-
-
-def _push_verified(device: Device, item: _Item, progress: Progress, hashes: HostHashes
-                   ) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
-    """Push to a temporary name, hash it on the device, move it into place; (action, final stat)."""
-    final = item.device_path
-    tmp = _part_name(final)
-    t0 = time.perf_counter()
-    try:
-        with progress.step(f"{device.serial}: {final.name}", total=item.size):
-            device.push(item.local, tmp, mode=item.mode, progress=progress.advance)
-        got = device.sha256([tmp]).get(str(tmp))
-        if got != item.sha256:
-            _raise_mismatch(device, item, got, hashes)
-        r = device.shell_result(join(["mv", "-f", str(tmp), str(final)]) + " && "
-                                + join(["chmod", f"{item.mode:o}", str(final)]) + " && "
-                                + join(["stat", "-c", STAT_FORMAT, str(final)]))
-        if r.rc != 0:
-            raise DeviceCommandError(f"cannot move {tmp} into place on {device.serial} ({(r.err or r.out).strip()})",
-                                     "check permissions of the directory")
-    except BaseException:
-        try:
-            device.remove(tmp)
-        except Exception:
-            pass  # the device is gone; the next deploy removes it
-        raise
-    st = _parse_stat_lines(r.out).get(str(final))
-    return (FileAction(item.kind, str(item.local), str(final), item.size, item.sha256, "pushed",
-                       time.perf_counter() - t0), st)
 
 
 def _raise_mismatch(device: Device, item: _Item, got: str | None, hashes: HostHashes) -> None:

@@ -64,6 +64,7 @@ def isolated_device_env(isolated_adb_key, tmp_path, monkeypatch):
     """The adb key as above, a fresh GEMMA4_MOBILE_HOME, and no remembered serials from the user."""
     monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "g4m-home"))
     monkeypatch.delenv("GEMMA4_MOBILE_DEVICES", raising=False)
+    monkeypatch.delenv("GEMMA4_MOBILE_PUSH_SYNC", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from sdk_tools.deploy import PART_SUFFIX, deploy
 from sdk_tools.devices.tcp import TcpDevice
 
 from support.cli import cli
-from support.deploy import DEV_DIR, corrupting_pieces, device_opener, make_bundle, names_after_part_cleanup
+from support.deploy import (DEV_DIR, corrupting_batches, corrupting_pieces, device_opener, make_bundle,
+                            names_after_part_cleanup)
 from support.emulator import device_file
 from support.procs import device_processes
 
@@ -121,13 +122,20 @@ def test_not_enough_storage(emulator_factory, tmp_path, runner_file):
     assert not device_file(emu, DEV_DIR / "bundles" / "synthetic" / "model.litertlm").exists()
 
 
-def test_checksum_mismatch_on_device(device, emulator, tmp_path, runner_file, monkeypatch):
-    """A byte changed on the way (after the host hashed it, under a valid ADB checksum): only the
-    sha256 on the device can catch it."""
+@pytest.mark.parametrize("path", ["streamed", "sync"])
+def test_checksum_mismatch_on_device(path, device, emulator, tmp_path, runner_file, monkeypatch):
+    """A byte changed on the way (after the host read it, under a valid ADB checksum): only the
+    sha256 on the device can catch it, on either path (streamed, as to a phone; sync, as to an
+    emulator)."""
     import sdk_tools.devices.tcp as tcp
 
     bundle = make_bundle(tmp_path, size=1 << 20)
-    monkeypatch.setattr(tcp, "file_pieces", corrupting_pieces(tcp.file_pieces, piece=0, offset=100, mask=0x01))
+    if path == "streamed":
+        monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "0")
+        monkeypatch.setattr(tcp, "file_pieces", corrupting_pieces(tcp.file_pieces, piece=0, offset=100, mask=0x01))
+    else:
+        monkeypatch.setattr(tcp, "sync_send_batches",
+                            corrupting_batches(tcp.sync_send_batches, piece=0, offset=1000, mask=0x01))
     with pytest.raises(UserError, match="checksum mismatch") as ei:
         deploy(device, bundle, runner=runner_file, device_dir=DEV_DIR)
     assert len(ei.value.one_line().splitlines()) == 1

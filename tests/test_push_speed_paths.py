@@ -115,10 +115,12 @@ def test_host_hashes_are_cached_by_stat(device, tmp_path, runner_file, monkeypat
     bundle = make_bundle(tmp_path, size=1 << 20, seed=9)
     model = bundle / "model.litertlm"
     reads = spy_host_hashes(monkeypatch)
-    streamed: list[str] = []
-    real_pieces = tcp.file_pieces
+    streamed: list[str] = []  # what is sent, either path (sync to the emulator; streamed is forced below)
+    real_pieces, real_batches = tcp.file_pieces, tcp.sync_send_batches
     monkeypatch.setattr(tcp, "file_pieces", lambda local, *a, **kw: (streamed.append(local.name),
                                                                      real_pieces(local, *a, **kw))[1])
+    monkeypatch.setattr(tcp, "sync_send_batches", lambda local, *a, **kw: (streamed.append(local.name),
+                                                                           real_batches(local, *a, **kw))[1])
     dev = device
     deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
     assert "model.litertlm" in streamed and "model.litertlm" not in reads

@@ -29,6 +29,13 @@ BDIR = DEV_DIR / "bundles" / "synthetic"
 pytestmark = pytest.mark.usefixtures("isolated_device_env")
 
 
+@pytest.fixture(autouse=True)
+def _streamed_as_to_a_phone(isolated_device_env, monkeypatch):
+    """The emulator says it is one (ro.boot.qemu=1) and gets the sync path; these tests are of the
+    path a phone gets (test_an_emulator_gets_sync_and_a_phone_streams checks the choice)."""
+    monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "0")
+
+
 def _transport_module(transport: str):
     import sdk_tools.devices.server as server
     import sdk_tools.devices.tcp as tcp
@@ -187,11 +194,49 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
         assert HostHashes().cached(bundle / "model.litertlm") == sha256_file(bundle / "model.litertlm")
         assert len(calls.pushes) == 3
         assert calls.streams == ([str(runner_file)] if why == "refused" else [])  # one try, then sync
-        assert any(c.startswith("sha256sum ") for c in calls.shells)
+        assert sum(c.startswith("h=$(sha256sum ") for c in calls.shells) == 3  # one command per file
         assert device_file(emu, d.model_path).read_bytes() == (bundle / "model.litertlm").read_bytes()
         d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
         assert d2.bytes_pushed == 0
     assert _no_parts(emu) == []
+
+
+@pytest.mark.parametrize("transport", ["tcp", "server"])
+def test_an_emulator_gets_sync_and_a_phone_streams(transport, request, emulator_factory, tmp_path, runner_file,
+                                                    monkeypatch):
+    """Unforced, the choice is the device's: an emulator (ro.boot.qemu=1, the host's CPU) gets sync
+    SEND and then one command per file that hashes, checks, renames and stats it (the manifest's also
+    writes the stamp); the same profile saying it is a phone (ro.boot.qemu=0) gets one exec: stream
+    per file. Both leave the same bytes, and a re-push of either sends and hashes nothing."""
+    from on_device.emulator.profiles import load_profile
+
+    monkeypatch.delenv("GEMMA4_MOBILE_PUSH_SYNC")
+    phone = tmp_path / "phone.json"
+    prof = load_profile("galaxy-s24").to_json()
+    prof["props"]["ro.boot.qemu"] = "0"
+    phone.write_text(json.dumps(prof))
+    bundle = make_bundle(tmp_path, size=(9 << 20) + 7, seed=15)
+    for profile, synced in (("galaxy-s24", True), (str(phone), False)):
+        emu = emulator_factory(profile)
+        with device_opener(transport, request, emu)() as dev:
+            assert dev.props["ro.boot.qemu"] == ("1" if synced else "0")
+            calls = Calls(dev)
+            d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+            assert device_file(emu, d.model_path).read_bytes() == (bundle / "model.litertlm").read_bytes()
+            if synced:
+                assert calls.streams == [] and len(calls.pushes) == 3
+                settles = [c for c in calls.shells if c.startswith("h=$(sha256sum ")]
+                assert len(settles) == 3 and STAMP_NAME in settles[-1]
+                assert len(calls.shells) == 2 + 3  # the device's state, the bundle marked incomplete
+            else:
+                assert len(calls.streams) == 3 and calls.pushes == [] and len(calls.shells) == 1
+            stamp = json.loads(device_file(emu, BDIR / STAMP_NAME).read_text())
+            assert set(stamp["files"]) == {str(d.model_path), str(d.runner_path), str(BDIR / "manifest.json")}
+            calls.shells.clear()
+            d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
+            assert d2.bytes_pushed == 0 and len(calls.shells) == 1
+            assert len(calls.pushes) == (3 if synced else 0) and len(calls.streams) == (0 if synced else 3)
+        assert _no_parts(emu) == []
 
 
 @pytest.mark.parametrize("transport", ["tcp", "server"])

@@ -675,8 +675,10 @@ class DeviceUserland:
         self._lingering: set[Path] = set()
         self._identity = identity_files
         self._owner = os.getpid()
-        # What init has started on a phone the shell user can see.
-        for k, v in (("init.svc.adbd", "running"), ("sys.boot_completed", "1"), ("ro.product.cpu.abi", "arm64-v8a")):
+        # What init has started on a phone the shell user can see; and, as Android's own emulator
+        # does, ro.boot.qemu=1: this device's CPU is the host's (a profile may set 0 to act as a phone).
+        for k, v in (("init.svc.adbd", "running"), ("sys.boot_completed", "1"), ("ro.product.cpu.abi", "arm64-v8a"),
+                     ("ro.boot.qemu", "1")):
             self.props.setdefault(k, v)
         self._start()
 

@@ -61,6 +61,17 @@ def corrupting_pieces(real, *, piece: int, offset: int, mask: int):
     return corrupting
 
 
+def corrupting_batches(real, *, piece: int, offset: int, mask: int):
+    """As corrupting_pieces, for the sync path's byte stream (sync_send_batches): `offset` counts
+    from the start of the batch, so past the SEND and first DATA headers for piece 0."""
+    def corrupting(local, device_path, mode, mtime, max_batch, checksum=None):
+        for i, (data, n, _check) in enumerate(real(local, device_path, mode, mtime, max_batch, checksum)):
+            if i == piece and local.name == "model.litertlm":
+                data[offset] ^= mask
+            yield data, n, (checksum(data) if checksum else 0)
+    return corrupting
+
+
 def names_after_part_cleanup(directory, timeout_s: float = 20) -> list[str]:
     """The names in a device directory once no temporary push file is left, or at the timeout: a cut
     session's device command removes its temporary file when its host goes away, and on a loaded
