@@ -527,10 +527,11 @@ def streams_pushes(device: Device) -> bool:
     """Whether files go to `device` streamed through exec: (written and hashed on the device in one
     pass) or by sync SEND followed by sha256sum. A phone's CPU is its own and its link (USB, Wi-Fi)
     is the bound: streaming keeps the link busy while the device hashes. An emulator's CPU is the
-    host's, so the overlap is paid for by the transfer itself: streaming costs the device 3.1 CPU
-    s/GiB (pipes, dd's writes and read-back) against 1.0 for sync's in-place write plus sha256sum,
-    and on the reference emulator sync measured 0.71x of `adb push` against streaming's 0.53x
-    (benchmarks/push.py, 1 GiB, 2 cores). $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync, 0 streamed."""
+    host's, so the overlap is paid for by the transfer itself: streaming costs the device 2.7-4.1 CPU
+    s/GiB (pipes, dd's writes and read-back) against 1.0 for sha256sum after a sync SEND, and on the
+    reference emulator sync measured 0.78x of `adb push` against streaming's 0.51x over TCP, 0.62x
+    against 0.56x through the adb server (benchmarks/push.py, 1 GiB, 2 cores, medians of 3).
+    $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync, 0 streamed."""
     forced = (env("PUSH_SYNC") or "").strip().lower()
     if forced in ("1", "true", "yes", "on"):
         return False
