@@ -144,12 +144,16 @@ def test_host_hashes_are_cached_by_stat(device, tmp_path, runner_file, monkeypat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["sync", "streamed"])
 @pytest.mark.parametrize("transport", ["tcp", "server"])
-def test_cut_64mib_push_resumes_per_file(transport, request, emulator_factory, tmp_path, runner_file):
+def test_cut_64mib_push_resumes_per_file(transport, path, request, emulator_factory, tmp_path, runner_file,
+                                         monkeypatch):
     """A cut in the middle of a 64 MiB file: nothing partial at the final path; the next run keeps
-    the files already verified (runner) and sends the cut file again whole (resume is per file)."""
+    the files already verified (runner) and sends the cut file again whole (resume is per file).
+    On both paths: sync, as to an emulator, and streamed, as to a phone."""
     from gemma4_common.progress import Progress
 
+    monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "1" if path == "sync" else "0")
     emu = emulator_factory("galaxy-s25")
     open_dev = device_opener(transport, request, emu)
     bundle = make_bundle(tmp_path, size=64 << 20, seed=2)
