@@ -57,12 +57,12 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def background_emulator(profile: str) -> Iterator[EmulatorRecord]:
+def background_emulator(profile: str, link_mb_s: float | None = None) -> Iterator[EmulatorRecord]:
     """An emulator started as a background process (as `gemma4-mobile emulator start` does) under
-    $GEMMA4_MOBILE_HOME, stopped at the end."""
+    $GEMMA4_MOBILE_HOME, stopped at the end; `link_mb_s` as `emulator start --link-mb-s`."""
     from on_device.emulator import manager
 
-    rec = manager.start(profile=profile)
+    rec = manager.start(profile=profile, link_mb_s=link_mb_s)
     try:
         yield rec
     finally:

@@ -3,12 +3,17 @@ server) next to Debian's `adb push` of the same files, alternating, several roun
 re-push of the unchanged bundle against the tool's floor; CPU seconds per GiB of each process.
 
     python benchmarks/push.py [--bundle DIR | --size-mib 256] [--rounds 3] [--repush-rounds N]
-                              [--profile galaxy-s24]
+                              [--profile galaxy-s24] [--link-mb-s 40]
 
 Rows: Debian's `adb push`; `gemma4-mobile push` over adb-shell TCP and through the adb server, as
 it pushes to an emulator (ro.boot.qemu=1: sync SEND, then one sha256sum-check-rename command per
 file); and both again with GEMMA4_MOBILE_PUSH_SYNC=0, the path a phone gets (streamed through exec:,
 written and hashed on the device in one pass).
+
+With --link-mb-s the emulator's link runs at that rate (emulator start --link-mb-s), as a phone's
+cable does (USB 2 carries about 40 MB/s of adb, USB 3 a few hundred): the link, not the two host
+cores shared by host and device, is then the bound, and the streamed rows show whether hashing on
+the device hides behind the transfer.
 
 Each figure is the wall time of the whole command (process start, transfer, sha256 on the device,
 rename), MB = 10^6 bytes of bundle pushed (model + runner). Every `gemma4-mobile push` starts with
@@ -101,6 +106,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the pushes (and re-pushes)")
     ap.add_argument("--repush-rounds", type=int, help="re-pushes timed against the floor (default: --rounds)")
     ap.add_argument("--profile", default="galaxy-s24")
+    ap.add_argument("--link-mb-s", type=float,
+                    help="the emulator's link rate in MB/s (e.g. 40: USB 2), where the link, not the host's CPU, "
+                         "is the bound; default: loopback speed")
     a = ap.parse_args()
     adb_bin = require_adb()
     if adb_bin is None:
@@ -127,9 +135,10 @@ def main() -> int:
         gib = payload / (1 << 30)
         homes = iter(range(1 << 30))
 
-        with background_emulator(a.profile) as rec, adb_server(adb_bin, env, rec.serial) as adb:
+        with background_emulator(a.profile, a.link_mb_s) as rec, adb_server(adb_bin, env, rec.serial) as adb:
             meter = Meter(rec.pid, _adb_server_pid(env["ANDROID_ADB_SERVER_PORT"]))
-            print(f"emulator {rec.serial} ({a.profile}, pid {rec.pid}); bundle {bundle} "
+            link = f", link {a.link_mb_s:g} MB/s" if a.link_mb_s else ""
+            print(f"emulator {rec.serial} ({a.profile}{link}, pid {rec.pid}); bundle {bundle} "
                   f"({payload / 1e6:.1f} MB with the runner); {os.cpu_count()} CPUs, load "
                   f"{os.getloadavg()[0]:.2f} at the start")
             # gemma4-mobile over adb-shell TCP: the adb server lists the serial, so hide the server (a port

@@ -16,6 +16,7 @@ from sdk_tools.deploy import PART_SUFFIX, STAMP_NAME, deploy
 from sdk_tools.devices.base import Device, DeviceOffline
 from sdk_tools.devices.tcp import TcpDevice, _fast_checksum, negotiated_max_payload
 
+from support.cli import cli
 from support.deploy import device_opener, make_bundle, names_after_part_cleanup, spy_host_hashes
 from support.emulator import device_file
 from support.procs import device_processes
@@ -245,3 +246,50 @@ def test_large_tcp_push_uses_a_checksum_free_bulk_connection(device, emulator, t
     assert opened[-1] == "refused" and dev._bulk_refused
     assert device_file(emulator, "/data/local/tmp/big2.bin").read_bytes() == src.read_bytes()
     assert dev.shell("echo ok")[1].strip() == "ok"
+
+
+def test_emulator_link_rate_holds_both_directions_and_all_connections(emulator_factory, tmp_path):
+    """`emulator start --link-mb-s`: a push and a pull each take at least their bytes' time on the
+    link (a lower bound only: a loaded machine makes them slower, never faster), bytes intact, and
+    two connections share one link (a phone has one cable)."""
+    import threading
+    import time
+
+    from on_device.emulator.server import Link
+
+    link = Link(10e6)
+    t0 = time.monotonic()
+    for _ in range(20):
+        link.carry(100_000)  # 2 MB at 10 MB/s
+    assert time.monotonic() - t0 >= 0.2 - Link.BURST_S
+
+    emu = emulator_factory("galaxy-s24", link_bytes_per_s=20e6)
+    src = tmp_path / "four.bin"
+    src.write_bytes(os.urandom(4 << 20))
+    with TcpDevice(emu.serial) as dev:
+        t0 = time.monotonic()
+        dev.push(src, "/data/local/tmp/four.bin")
+        assert time.monotonic() - t0 >= (4 << 20) / 20e6 - Link.BURST_S
+        t0 = time.monotonic()
+        dev.pull("/data/local/tmp/four.bin", tmp_path / "back.bin")
+        assert time.monotonic() - t0 >= (4 << 20) / 20e6 - Link.BURST_S
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+
+    def push(i: int) -> None:
+        with TcpDevice(emu.serial) as dev:
+            dev.push(src, f"/data/local/tmp/par{i}.bin")
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.monotonic() - t0 >= 2 * (4 << 20) / 20e6 - Link.BURST_S
+    assert device_file(emu, "/data/local/tmp/par1.bin").read_bytes() == src.read_bytes()
+
+
+def test_emulator_link_rate_must_be_positive(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMMA4_MOBILE_HOME", str(tmp_path / "home"))
+    r = cli("emulator", "start", "--link-mb-s", "0")
+    assert r.code == 2 and "--link-mb-s must be at least 1" in r.err and "Traceback" not in r.err

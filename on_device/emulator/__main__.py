@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authorized-keys")
     ap.add_argument("--accept-new-keys", action="store_true")
     ap.add_argument("--storage-bytes", type=int)
+    ap.add_argument("--link-mb-s", type=float, help="the link's rate in MB/s (10^6 bytes), both directions")
     ap.add_argument("--ready-file", help="written (JSON: port, pid) once the port accepts connections")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = EmulatorConfig(profile=load_profile(a.profile), root=Path(a.root), port=a.port, auth=a.auth,
                              authorized_keys=Path(a.authorized_keys) if a.authorized_keys else None,
-                             accept_new_keys=a.accept_new_keys, storage_bytes=a.storage_bytes)
+                             accept_new_keys=a.accept_new_keys, storage_bytes=a.storage_bytes,
+                             link_bytes_per_s=a.link_mb_s * 1e6 if a.link_mb_s else None)
         server = EmulatorServer(cfg)
         port = server.start()
     except UserError as e:

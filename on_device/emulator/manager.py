@@ -54,6 +54,7 @@ class EmulatorRecord:
     auth: bool
     started_at: float
     alive: bool = True
+    link_mb_s: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,8 +102,9 @@ def list_emulators() -> list[EmulatorRecord]:
 
 def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, authorized_keys: Path | None = None,
           accept_new_keys: bool = False, root: Path | None = None, storage_bytes: int | None = None,
-          timeout_s: float = 30.0) -> EmulatorRecord:
-    """Start an emulator in the background; returns once its port accepts connections."""
+          timeout_s: float = 30.0, link_mb_s: float | None = None) -> EmulatorRecord:
+    """Start an emulator in the background; returns once its port accepts connections. `link_mb_s`:
+    the rate of its link to the host (MB/s, both directions; None: loopback speed)."""
     load_profile(profile)  # fail early, with the list of profiles, on a bad name
     if port and 5554 <= port <= 5585:
         raise UserError(f"port {port} is in 5554-5585, which a local adb server claims for emulators",
@@ -112,6 +114,8 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
                         "pass an adbkey.pub-format file (e.g. ~/.android/adbkey.pub) or leave it out")
     if storage_bytes is not None and storage_bytes <= 0:
         raise UserError("--storage-bytes must be positive", "pass the phone's /data size in bytes")
+    if link_mb_s is not None and not link_mb_s > 0:
+        raise UserError("--link-mb-s must be positive", "pass the link's rate in MB/s, e.g. 40 for USB 2")
     if root is not None:
         check_root(Path(root).expanduser().resolve(), root)
     check_available()  # says so in one line, with the fix, where bubblewrap cannot run
@@ -136,6 +140,8 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
         cmd += ["--accept-new-keys"]
     if storage_bytes:
         cmd += ["--storage-bytes", str(storage_bytes)]
+    if link_mb_s:
+        cmd += ["--link-mb-s", repr(float(link_mb_s))]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with open(log_path, "ab") as log:
@@ -161,7 +167,7 @@ def start(profile: str = "galaxy-s24", port: int = 0, auth: bool = False, author
                         "check the port and profile; run with --foreground to see its log")
     rec = EmulatorRecord(id=ident, serial=info["serial"], host="127.0.0.1", port=int(info["port"]), pid=proc.pid,
                          profile=profile, root=str(root_path), log=str(log_path), state_dir=str(state_dir),
-                         own_root=own_root, auth=auth, started_at=time.time())
+                         own_root=own_root, auth=auth, started_at=time.time(), link_mb_s=link_mb_s)
     atomic_write_text(state_dir / "state.json", json.dumps(rec.to_json(), indent=2))
     return rec
 

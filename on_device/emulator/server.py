@@ -11,6 +11,7 @@ import itertools
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +63,33 @@ class EmulatorConfig:
     # How long the rest of a packet may take once its header arrived.
     packet_timeout_s: float = 60.0
     features: tuple[str, ...] = FEATURES
+    # The link to the host, in bytes per second, both directions and all connections together (a
+    # phone has one cable): None for loopback speed. A USB 2 phone moves ~40 MB/s over adb, USB 3
+    # a few hundred; with a link this slow the host's CPU is no longer what limits a transfer.
+    link_bytes_per_s: float | None = None
+
+
+class Link:
+    """A link of a fixed rate shared by every connection: each packet, received or sent, takes its
+    time on it (a packet received is read from the socket at once, so TCP's window holds the sender
+    back while the link is busy, as a cable would). A short burst goes through without waiting."""
+
+    BURST_S = 0.005
+
+    def __init__(self, bytes_per_s: float):
+        if not bytes_per_s > 0:
+            raise ValueError("a link's rate must be positive")
+        self.rate = float(bytes_per_s)
+        self._free_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def carry(self, nbytes: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(self._free_at, now) + nbytes / self.rate
+            wait = self._free_at - now - self.BURST_S
+        if wait > 0:
+            time.sleep(wait)
 
 
 def default_runner(argv: list[str], ctx: RunnerContext) -> int:
@@ -180,6 +208,7 @@ class Connection:
         self._ids = itertools.count(1)
         self.alive = True
         self.host_banner = ""
+        self.link: Link | None = server.link
 
     # ---- output ---------------------------------------------------------------------------------
     def send(self, cmd: int, arg0: int, arg1: int, payload: bytes | memoryview = b"") -> None:
@@ -188,6 +217,8 @@ class Connection:
         with_check = cmd in (P.A_CNXN, P.A_AUTH) or self.version < P.A_VERSION_SKIP_CHECKSUM
         check = P.checksum(payload) if (with_check and len(payload)) else 0
         header = P.HEADER.pack(cmd, arg0, arg1, len(payload), check, cmd ^ 0xFFFFFFFF)
+        if self.link is not None:
+            self.link.carry(len(header) + len(payload))
         with self._send_lock:
             if not self.alive:
                 raise StreamClosed("connection closed")
@@ -227,6 +258,8 @@ class Connection:
                     if not self._recv_into(memoryview(payload)):
                         raise P.ProtocolError("peer closed mid-packet")
                     self.sock.settimeout(None if self.state == "online" else self.cfg.handshake_timeout_s)
+                if self.link is not None:
+                    self.link.carry(P.HEADER_SIZE + h.length)
                 skip = (self.negotiated and self.version >= P.A_VERSION_SKIP_CHECKSUM) or (
                     h.command == P.A_CNXN and h.arg0 >= P.A_VERSION_SKIP_CHECKSUM)
                 P.check_payload(h, payload, skip)
@@ -474,6 +507,7 @@ class EmulatorServer:
         self.port = 0
         self.dropped: list[tuple[str, str]] = []  # the latest 100
         self.dropped_count = 0
+        self.link = Link(config.link_bytes_per_s) if config.link_bytes_per_s else None
 
     @property
     def serial(self) -> str:

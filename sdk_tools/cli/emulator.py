@@ -26,6 +26,9 @@ def start(
                                          help="Accept (and remember) a key a host offers."),
     root: Optional[Path] = typer.Option(None, "--root", help="Host directory holding the device filesystem."),
     storage_bytes: Optional[int] = typer.Option(None, "--storage-bytes", help="Override the /data size."),
+    link_mb_s: Optional[float] = typer.Option(
+        None, "--link-mb-s", help="Rate of the link to the host in MB/s, both directions (USB 2 ~40; "
+        "default: loopback speed)."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until Ctrl-C."),
     as_json: JsonOption = False,
 ) -> None:
@@ -35,13 +38,15 @@ def start(
 
     check_port(port, "--port", allow_zero=True)
     positive(storage_bytes, "--storage-bytes", example=8 << 30)
+    positive(link_mb_s, "--link-mb-s", example=40)
     if foreground:
-        _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json)
+        _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json,
+                        link_mb_s)
         return
     from on_device.emulator import manager
 
     rec = manager.start(profile=profile, port=port, auth=auth, authorized_keys=authorized_keys,
-                        accept_new_keys=accept_new_keys, root=root, storage_bytes=storage_bytes)
+                        accept_new_keys=accept_new_keys, root=root, storage_bytes=storage_bytes, link_mb_s=link_mb_s)
     if as_json:
         emit_json(rec.to_json())
     else:
@@ -49,7 +54,8 @@ def start(
         err_console.print(f"emulator {rec.profile} pid {rec.pid}, root {rec.root}, log {rec.log}")
 
 
-def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json) -> None:
+def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root, storage_bytes, as_json,
+                    link_mb_s=None) -> None:
     import logging
     import tempfile
 
@@ -62,7 +68,7 @@ def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root,
     root = root or Path(tempfile.mkdtemp(prefix="g4m-emulator-"))
     cfg = EmulatorConfig(profile=load_profile(profile), root=root, port=port, auth=auth,
                          authorized_keys=authorized_keys, accept_new_keys=accept_new_keys,
-                         storage_bytes=storage_bytes)
+                         storage_bytes=storage_bytes, link_bytes_per_s=link_mb_s * 1e6 if link_mb_s else None)
     server = EmulatorServer(cfg)
     try:
         server.start()
@@ -105,7 +111,8 @@ def list_(as_json: JsonOption = False) -> None:
 
     emit_rows(manager.list_emulators(), as_json,
               lambda r: f"{r.serial:<22} {'running' if r.alive else 'dead':<8} {r.profile:<16} pid={r.pid} "
-                        f"auth={'on' if r.auth else 'off'} root={r.root}",
+                        f"auth={'on' if r.auth else 'off'}"
+                        + (f" link={r.link_mb_s:g}MB/s" if r.link_mb_s else "") + f" root={r.root}",
               lambda r: r.to_json())
 
 
