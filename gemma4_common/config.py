@@ -22,7 +22,8 @@ VARIABLES = {
     "RUNNER": "litert_lm_main to push when --runner is not given",
     "DEVICES": "extra TCP serials (HOST:PORT, comma-separated) that `devices` and `--device all` probe",
     "PUSH_SYNC": ("1: push with sync SEND then sha256sum (for a device whose exec: misbehaves); 0: streamed "
-                  "through exec: (default: streamed to a phone, sync to an emulator, whose CPU is the host's)"),
+                  "through exec: (default: streamed to a phone; to an emulator, whose CPU is the host's, "
+                  "sync from 8 MiB)"),
     "VERBOSE": "1: show third-party log output (as --verbose does)",
 }
 

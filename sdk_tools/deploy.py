@@ -35,11 +35,12 @@ was: a bad bundle, or bytes changed on the way). What it does not prove: that th
 holds those bytes (the read-back is served from the page cache; bit rot or a failing flash shows at the next
 full re-hash, `rehash=True`), nor anything on a device whose own tools lie.
 
-Emulators (ro.boot.qemu=1), and devices without `exec:`, get the sync path instead: sync SEND to
-the temporary name, then one device command that hashes it with sha256sum and ends as a streamed
-file does (verdict, rename, stat, stamp). An emulator's CPU is the host's: the overlap that keeps a
-phone's link busy costs it more than it hides (`streams_pushes` has the figures).
-$GEMMA4_MOBILE_PUSH_SYNC=1 or 0 chooses either path for any device.
+Devices without `exec:`, and an emulator's (ro.boot.qemu=1) files of 8 MiB or more, get the sync
+path instead: sync SEND to the temporary name, then one device command that hashes it with
+sha256sum and ends as a streamed file does (verdict, rename, stat, stamp). An emulator's CPU is the
+host's: the overlap that keeps a phone's link busy costs it more than it hides (`stream_limit` has
+the figures); its small files are still streamed, one round trip each. $GEMMA4_MOBILE_PUSH_SYNC=1
+or 0 chooses one path for every file of any device.
 
 Re-pushes cost what checking costs: after a verified hash the host writes a verification stamp
 next to the bundle on the device (per file: path, size, mtime, ctime, inode and sha256; and the
@@ -523,21 +524,27 @@ MAX_COMMAND = 3500  # stay under the 4 KiB an old adbd takes in one OPEN
 _EMULATOR_PROPS = ("ro.boot.qemu", "ro.kernel.qemu")
 
 
-def streams_pushes(device: Device) -> bool:
-    """Whether files go to `device` streamed through exec: (written and hashed on the device in one
-    pass) or by sync SEND followed by sha256sum. A phone's CPU is its own and its link (USB, Wi-Fi)
-    is the bound: streaming keeps the link busy while the device hashes. An emulator's CPU is the
-    host's, so the overlap is paid for by the transfer itself: streaming costs the device 2.7-4.1 CPU
-    s/GiB (pipes, dd's writes and read-back) against 1.0 for sha256sum after a sync SEND, and on the
-    reference emulator sync measured 0.78x of `adb push` against streaming's 0.51x over TCP, 0.62x
-    against 0.56x through the adb server (benchmarks/push.py, 1 GiB, 2 cores, medians of 3).
-    $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync, 0 streamed."""
+# Below this size a file is streamed to an emulator too: one round trip instead of a SEND and a
+# command, and streaming a few MiB costs its CPU next to nothing.
+STREAM_SMALL_BYTES = 8 << 20
+
+
+def stream_limit(device: Device) -> float:
+    """Files smaller than this go to `device` streamed through exec: (written and hashed on the
+    device in one pass), larger ones by sync SEND followed by sha256sum. A phone's CPU is its own
+    and its link (USB, Wi-Fi) is the bound: streaming keeps the link busy while the device hashes,
+    so every file is streamed. An emulator's CPU is the host's, so the overlap is paid for by the
+    transfer itself: streaming costs the device 2.7-4.1 CPU s/GiB (pipes, dd's writes and
+    read-back) against 1.0 for sha256sum after a sync SEND, and on the reference emulator sync
+    measured 0.78x of `adb push` against streaming's 0.51x over TCP, 0.62x against 0.56x through the
+    adb server (benchmarks/push.py, 1 GiB, 2 cores, medians of 3); only its small files are
+    streamed. $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync for every file, 0 streamed."""
     forced = (env("PUSH_SYNC") or "").strip().lower()
     if forced in ("1", "true", "yes", "on"):
-        return False
+        return 0
     if forced in ("0", "false", "no", "off"):
-        return True
-    return not any(device.props.get(k) == "1" for k in _EMULATOR_PROPS)
+        return float("inf")
+    return STREAM_SMALL_BYTES if any(device.props.get(k) == "1" for k in _EMULATOR_PROPS) else float("inf")
 
 
 class _Sender:
@@ -549,17 +556,17 @@ class _Sender:
         self.device, self.progress, self.hashes = device, progress, hashes
         self.dd_count_bytes = dd_count_bytes
         self.first: str | None = None  # runs on the device before the first file is written
-        self.streaming = streams_pushes(device)
+        self.stream_below = stream_limit(device)
         self.stamped = False  # the last push also wrote the verification stamp
 
     def push(self, item: _Item, stamp: tuple[PurePosixPath, str, dict[str, dict[str, Any]]] | None = None
              ) -> tuple[FileAction, tuple[int, int, int, int, int] | None]:
         self.stamped = False
-        if self.streaming:
+        if item.size < self.stream_below:
             try:
                 return self._streamed(item, stamp)
             except ServiceRefused:
-                self.streaming = False
+                self.stream_below = 0
         if self.first:
             self.device.shell_result(self.first)
             self.first = None

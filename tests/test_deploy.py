@@ -134,6 +134,7 @@ def test_checksum_mismatch_on_device(path, device, emulator, tmp_path, runner_fi
         monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "0")
         monkeypatch.setattr(tcp, "file_pieces", corrupting_pieces(tcp.file_pieces, piece=0, offset=100, mask=0x01))
     else:
+        monkeypatch.setenv("GEMMA4_MOBILE_PUSH_SYNC", "1")
         monkeypatch.setattr(tcp, "sync_send_batches",
                             corrupting_batches(tcp.sync_send_batches, piece=0, offset=1000, mask=0x01))
     with pytest.raises(UserError, match="checksum mismatch") as ei:

@@ -204,10 +204,11 @@ def test_a_device_without_exec_gets_sync_and_sha256sum(why, emulator_factory, tm
 @pytest.mark.parametrize("transport", ["tcp", "server"])
 def test_an_emulator_gets_sync_and_a_phone_streams(transport, request, emulator_factory, tmp_path, runner_file,
                                                     monkeypatch):
-    """Unforced, the choice is the device's: an emulator (ro.boot.qemu=1, the host's CPU) gets sync
-    SEND and then one command per file that hashes, checks, renames and stats it (the manifest's also
-    writes the stamp); the same profile saying it is a phone (ro.boot.qemu=0) gets one exec: stream
-    per file. Both leave the same bytes, and a re-push of either sends and hashes nothing."""
+    """Unforced, the choice is the device's: an emulator (ro.boot.qemu=1, the host's CPU) gets its
+    model (8 MiB or more) by sync SEND and then one command that hashes, checks, renames and stats
+    it, its small files (runner, manifest, whose command also writes the stamp) one exec: stream
+    each; the same profile saying it is a phone (ro.boot.qemu=0) gets one exec: stream per file.
+    Both leave the same bytes, and a re-push of either sends and hashes nothing."""
     from on_device.emulator.profiles import load_profile
 
     monkeypatch.delenv("GEMMA4_MOBILE_PUSH_SYNC")
@@ -223,11 +224,13 @@ def test_an_emulator_gets_sync_and_a_phone_streams(transport, request, emulator_
             calls = Calls(dev)
             d = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
             assert device_file(emu, d.model_path).read_bytes() == (bundle / "model.litertlm").read_bytes()
+            model, small = str(bundle / "model.litertlm"), [str(runner_file), str(bundle / "manifest.json")]
             if synced:
-                assert calls.streams == [] and len(calls.pushes) == 3
-                settles = [c for c in calls.shells if c.startswith("h=$(sha256sum ")]
-                assert len(settles) == 3 and STAMP_NAME in settles[-1]
-                assert len(calls.shells) == 2 + 3  # the device's state, the bundle marked incomplete
+                assert calls.pushes == [model] and sorted(calls.streams) == sorted(small)
+                assert STAMP_NAME in calls.commands[-1]  # the manifest's stream writes the stamp
+                # The device's state, then the model's command (the first stream marked the bundle
+                # incomplete before anything was written).
+                assert len(calls.shells) == 2 and calls.shells[1].startswith("h=$(sha256sum ")
             else:
                 assert len(calls.streams) == 3 and calls.pushes == [] and len(calls.shells) == 1
             stamp = json.loads(device_file(emu, BDIR / STAMP_NAME).read_text())
@@ -235,7 +238,7 @@ def test_an_emulator_gets_sync_and_a_phone_streams(transport, request, emulator_
             calls.shells.clear()
             d2 = deploy(dev, bundle, runner=runner_file, device_dir=DEV_DIR)
             assert d2.bytes_pushed == 0 and len(calls.shells) == 1
-            assert len(calls.pushes) == (3 if synced else 0) and len(calls.streams) == (0 if synced else 3)
+            assert len(calls.pushes) == (1 if synced else 0) and len(calls.streams) == (2 if synced else 3)
         assert _no_parts(emu) == []
 
 
