@@ -549,8 +549,9 @@ def stream_limit(device: Device) -> float:
 
 class _Sender:
     """Sends files one by one, each streamed through `exec:` into one device command that writes,
-    hashes, checks and renames it (see the module docstring); on a device without `exec:`, sync
-    SEND followed by sha256sum of the temporary file."""
+    hashes, checks and renames it (see the module docstring); from `stream_limit` up (an emulator's
+    large files) and on a device without `exec:`, sync SEND followed by one command that hashes,
+    checks and renames the temporary file."""
 
     def __init__(self, device: Device, progress: Progress, hashes: HostHashes, dd_count_bytes: bool):
         self.device, self.progress, self.hashes = device, progress, hashes
