@@ -47,8 +47,19 @@ def env(suffix: str) -> str | None:
     return None
 
 
+def env_bool(suffix: str) -> bool | None:
+    """$GEMMA4_MOBILE_<suffix> as a yes/no: True for 1/true/yes/on, False for 0/false/no/off, None
+    when unset or anything else (the caller's default applies)."""
+    value = (env(suffix) or "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
 def env_flag(suffix: str) -> bool:
-    return (env(suffix) or "").strip().lower() in ("1", "true", "yes", "on")
+    return env_bool(suffix) is True
 
 
 def state_dir() -> Path:

@@ -71,7 +71,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from converters.bundle import MANIFEST, read_manifest
-from gemma4_common.config import env, env_name, state_dir
+from gemma4_common.config import env_bool, env_name, state_dir
 from gemma4_common.errors import UserError
 from gemma4_common.fsutil import read_json, sha256_file
 from gemma4_common.progress import Progress
@@ -539,11 +539,9 @@ def stream_limit(device: Device) -> float:
     measured 0.78x of `adb push` against streaming's 0.51x over TCP, 0.62x against 0.56x through the
     adb server (benchmarks/push.py, 1 GiB, 2 cores, medians of 3); only its small files are
     streamed. $GEMMA4_MOBILE_PUSH_SYNC decides instead: 1 sync for every file, 0 streamed."""
-    forced = (env("PUSH_SYNC") or "").strip().lower()
-    if forced in ("1", "true", "yes", "on"):
-        return 0
-    if forced in ("0", "false", "no", "off"):
-        return float("inf")
+    forced = env_bool("PUSH_SYNC")
+    if forced is not None:
+        return 0 if forced else float("inf")
     return STREAM_SMALL_BYTES if any(device.props.get(k) == "1" for k in _EMULATOR_PROPS) else float("inf")
 
 
