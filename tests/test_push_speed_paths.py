@@ -263,7 +263,7 @@ def test_emulator_link_rate_holds_both_directions_and_all_connections(emulator_f
         link.carry(100_000)  # 2 MB at 10 MB/s
     assert time.monotonic() - t0 >= 0.2 - Link.BURST_S
 
-    emu = emulator_factory("galaxy-s24", link_bytes_per_s=20e6)
+    emu = emulator_factory("galaxy-s24", link_mb_s=20)
     src = tmp_path / "four.bin"
     src.write_bytes(os.urandom(4 << 20))
     with TcpDevice(emu.serial) as dev:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = EmulatorConfig(profile=load_profile(a.profile), root=Path(a.root), port=a.port, auth=a.auth,
                              authorized_keys=Path(a.authorized_keys) if a.authorized_keys else None,
                              accept_new_keys=a.accept_new_keys, storage_bytes=a.storage_bytes,
-                             link_bytes_per_s=a.link_mb_s * 1e6 if a.link_mb_s else None)
+                             link_mb_s=a.link_mb_s)
         server = EmulatorServer(cfg)
         port = server.start()
     except UserError as e:

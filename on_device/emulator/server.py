@@ -63,10 +63,10 @@ class EmulatorConfig:
     # How long the rest of a packet may take once its header arrived.
     packet_timeout_s: float = 60.0
     features: tuple[str, ...] = FEATURES
-    # The link to the host, in bytes per second, both directions and all connections together (a
+    # The link to the host, in MB/s (10^6 bytes), both directions and all connections together (a
     # phone has one cable): None for loopback speed. A USB 2 phone moves ~40 MB/s over adb, USB 3
     # a few hundred; with a link this slow the host's CPU is no longer what limits a transfer.
-    link_bytes_per_s: float | None = None
+    link_mb_s: float | None = None
 
 
 class Link:
@@ -507,7 +507,7 @@ class EmulatorServer:
         self.port = 0
         self.dropped: list[tuple[str, str]] = []  # the latest 100
         self.dropped_count = 0
-        self.link = Link(config.link_bytes_per_s) if config.link_bytes_per_s else None
+        self.link = Link(config.link_mb_s * 1e6) if config.link_mb_s else None
 
     @property
     def serial(self) -> str:

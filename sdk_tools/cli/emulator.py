@@ -68,7 +68,7 @@ def _run_foreground(profile, port, auth, authorized_keys, accept_new_keys, root,
     root = root or Path(tempfile.mkdtemp(prefix="g4m-emulator-"))
     cfg = EmulatorConfig(profile=load_profile(profile), root=root, port=port, auth=auth,
                          authorized_keys=authorized_keys, accept_new_keys=accept_new_keys,
-                         storage_bytes=storage_bytes, link_bytes_per_s=link_mb_s * 1e6 if link_mb_s else None)
+                         storage_bytes=storage_bytes, link_mb_s=link_mb_s)
     server = EmulatorServer(cfg)
     try:
         server.start()
